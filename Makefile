@@ -1,0 +1,55 @@
+# Every target bootstraps .venv from the project's own files (pyproject.toml, package.json).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BUF    := node_modules/.bin/buf
+PROTO  := proto/raftgrpc/v1/transport.proto
+
+.PHONY: venv test test-all demo proto proto-check lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## test: the whole suite but the slow variants (what CI runs)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## test-all: every test, the slow variants too
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+## demo: a local 3-node cluster over GrpcTransport
+demo: $(STAMP)
+	$(PY) examples/local_cluster.py
+
+## proto: regenerate raftgrpc/v1 from proto/
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
+
+## proto-check: fail if the committed generated code differs from proto/
+proto-check: $(STAMP)
+	$(PY) -m pytest -q tests/test_generated.py
+
+$(BUF): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $(BUF)
+
+## lint: ruff, mypy (strict) and buf lint
+lint: $(STAMP) $(BUF)
+	$(VENV)/bin/ruff check raftgrpc tests examples bench
+	$(VENV)/bin/ruff format --check raftgrpc tests examples bench
+	$(VENV)/bin/mypy
+	$(BUF) lint
+
+## bench: quick committed-ops/s comparison with TCPTransport
+bench: $(STAMP)
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

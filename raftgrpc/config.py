@@ -1,0 +1,87 @@
+"""Configuration of :class:`~raftgrpc.GrpcTransport`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from raftgrpc.errors import ConfigError
+
+__all__ = ["TransportConfig"]
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Settings of a :class:`~raftgrpc.GrpcTransport`; every node of a cluster may share one.
+
+    The defaults suit a cluster on a LAN or loopback and behave like PySyncObj's TCPTransport
+    where TCPTransport has an equivalent. Pass one with ``functools.partial``::
+
+        transport = functools.partial(GrpcTransport, config=TransportConfig(keepalive_time_s=2.0))
+        node = MyStore("10.0.0.1:4321", partners, transportClass=transport)
+    """
+
+    listen_address: str | None = None
+    """Address the server binds, ``host:port``. None: ``SyncObjConf.bindAddress`` if set, else
+    the node's own address. Unlike TCPTransport, which binds every interface, the default exposes
+    the port only where the node says it lives."""
+
+    max_message_bytes: int = 256 * _MIB
+    """Largest frame accepted or sent. PySyncObj sends a command as one message whatever its
+    size (20 MB commands exist in its tests) while gRPC's own default is 4 MiB; a frame above
+    this closes the stream with RESOURCE_EXHAUSTED."""
+
+    frame_bytes: int = 1 * _MIB
+    """Messages queued for a peer are coalesced into one frame up to about this many bytes.
+    One gRPC message costs ~100 µs in grpcio, so batching is where the throughput comes from;
+    1 MiB keeps each frame well below HTTP/2 flow-control windows' worth of latency."""
+
+    queue_memory_bytes: int = 32 * _MIB
+    """Bytes of encoded messages a peer's queue keeps in memory. Beyond this the queue spills
+    to a temporary file, in order, so that ``send()`` never blocks PySyncObj's tick thread and
+    a snapshot of any size streams with bounded memory."""
+
+    queue_spool_bytes: int = 8 * 1024 * _MIB
+    """Bytes a peer's queue may spill to disk. Beyond this the peer is declared disconnected:
+    its queue is dropped whole (never partly, so no chunked transfer is split) and PySyncObj
+    resends from its own state after the reconnect, as it does after a TCP reset."""
+
+    inbound_buffer_bytes: int = 32 * _MIB
+    """Bytes of received messages waiting for the tick thread. Receivers stop reading while it
+    is full, so a slow tick thread pushes back on senders through HTTP/2 flow control."""
+
+    keepalive_time_s: float = 1.0
+    """Interval of HTTP/2 keepalive pings on idle connections (both sides allow it)."""
+
+    keepalive_timeout_s: float = 2.0
+    """A ping unanswered this long marks the connection dead. A silent peer is thus reported
+    through ``onNodeDisconnected`` within keepalive_time_s + keepalive_timeout_s (3 s with the
+    defaults, TCPTransport's connectionTimeout is 3.5 s); a crashed process on a reachable host
+    is reported at once, since its kernel resets the connection."""
+
+    reconnect_initial_s: float = 0.05
+    """First delay before redialling a peer after a failure; doubles up to reconnect_max_s."""
+
+    reconnect_max_s: float = 2.0
+    """Longest delay between redials (TCPTransport waits a flat connectionRetryTime, 5 s)."""
+
+    handshake_timeout_s: float = 5.0
+    """Time a dialled peer has to answer Hello with Welcome before the attempt is dropped."""
+
+    max_concurrent_streams: int = 64
+    """Inbound streams served at once, one thread each; more get RESOURCE_EXHAUSTED. A node
+    needs one per peer plus read-only followers."""
+
+    shutdown_grace_s: float = 0.5
+    """Time ``destroy()`` lets in-flight RPCs finish before cancelling them."""
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+                raise ConfigError(f"TransportConfig.{field.name} must be > 0, got {value!r}")
+        if self.reconnect_initial_s > self.reconnect_max_s:
+            raise ConfigError("TransportConfig.reconnect_initial_s must be <= reconnect_max_s")
+        if self.frame_bytes > self.max_message_bytes:
+            raise ConfigError("TransportConfig.frame_bytes must be <= max_message_bytes")

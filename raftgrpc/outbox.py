@@ -1,0 +1,150 @@
+"""The ordered queue of encoded messages waiting to be sent to one peer.
+
+``put`` is called on PySyncObj's tick thread and never blocks on the network: messages stay
+in memory up to a limit, then spill, in order, to an anonymous temporary file. A snapshot of
+any size therefore streams with bounded memory while the tick thread keeps ticking. Only when
+the spill file is full does ``put`` refuse, and the caller then resets the whole stream: a
+queue is dropped whole or delivered whole, never with a hole in the middle.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import struct
+import tempfile
+import threading
+
+from raftgrpc.meter import ByteMeter
+
+__all__ = ["Outbox"]
+
+_HEADER = struct.Struct(">Q")
+
+
+class Outbox:
+    """An ordered, bounded-memory, never-blocking queue of byte strings.
+
+    >>> box = Outbox(memory_bytes=8, spool_bytes=1024)
+    >>> box.put(b"abcdef") and box.put(b"ghijkl")   # the second one spills to disk
+    True
+    >>> box.take(max_bytes=100, timeout=0)
+    [b'abcdef', b'ghijkl']
+    >>> box.close()
+    """
+
+    def __init__(
+        self,
+        memory_bytes: int,
+        spool_bytes: int,
+        meter: ByteMeter | None = None,
+        spool_dir: str | None = None,
+    ) -> None:
+        self._memory_limit = memory_bytes
+        self._spool_limit = spool_bytes
+        self._meter = meter if meter is not None else ByteMeter()
+        self._spool_dir = spool_dir
+        self._cond = threading.Condition(threading.Lock())
+        self._memory: collections.deque[bytes] = collections.deque()
+        self._memory_bytes = 0
+        self._spool_fd: int | None = None
+        self._spool_read = 0
+        self._spool_write = 0
+        self._spool_items = 0
+        self._closed = False
+        self.spilled_bytes_total = 0
+        """Bytes ever written to the spill file (for tests and stats)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._memory) + self._spool_items
+
+    def put(self, item: bytes) -> bool:
+        """Append ``item``; False if the queue is closed or its spill file is full."""
+        size = len(item)
+        with self._cond:
+            if self._closed:
+                return False
+            if self._spool_items == 0 and self._memory_bytes + size <= self._memory_limit:
+                # Memory only while nothing waits on disk, so that order is kept.
+                self._memory.append(item)
+                self._memory_bytes += size
+                self._meter.add(size)
+                self._cond.notify()
+                return True
+            record = _HEADER.pack(size) + item
+            if self._spool_write - self._spool_read + len(record) > self._spool_limit:
+                return False
+            fd = self._spool_fd
+            if fd is None:
+                fd = self._spool_fd = self._open_spool()
+            os.pwrite(fd, record, self._spool_write)
+            self._spool_write += len(record)
+            self._spool_items += 1
+            self.spilled_bytes_total += size
+            self._cond.notify()
+            return True
+
+    def take(self, max_bytes: int, timeout: float | None) -> list[bytes]:
+        """Remove and return the oldest items, at least one and about ``max_bytes`` at most.
+
+        Waits up to ``timeout`` seconds (None: forever) for an item; returns [] on timeout or
+        once the queue is closed.
+        """
+        with self._cond:
+            if not self._memory and not self._spool_items and not self._closed:
+                self._cond.wait(timeout)
+            if self._closed:
+                return []
+            out: list[bytes] = []
+            total = 0
+            while self._memory and (not out or total + len(self._memory[0]) <= max_bytes):
+                item = self._memory.popleft()
+                total += len(item)
+                out.append(item)
+            self._memory_bytes -= total
+            self._meter.sub(total)
+            if not self._memory:
+                while self._spool_items and (not out or total < max_bytes):
+                    item = self._read_spooled()
+                    total += len(item)
+                    out.append(item)
+            return out
+
+    def close(self) -> None:
+        """Drop every queued item, release the spill file, and wake a waiting ``take``."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._meter.sub(self._memory_bytes)
+            self._memory.clear()
+            self._memory_bytes = 0
+            self._spool_items = 0
+            if self._spool_fd is not None:
+                os.close(self._spool_fd)
+                self._spool_fd = None
+            self._cond.notify_all()
+
+    def _open_spool(self) -> int:
+        fd, path = tempfile.mkstemp(prefix="raftgrpc-outbox-", dir=self._spool_dir)
+        os.unlink(path)  # anonymous: the space is freed when the fd closes, even on a crash
+        return fd
+
+    def _read_spooled(self) -> bytes:
+        fd = self._spool_fd
+        assert fd is not None
+        (size,) = _HEADER.unpack(os.pread(fd, _HEADER.size, self._spool_read))
+        item = os.pread(fd, size, self._spool_read + _HEADER.size)
+        self._spool_read += _HEADER.size + size
+        self._spool_items -= 1
+        if self._spool_items == 0:
+            # Drained: rewind so the file does not grow forever.
+            os.ftruncate(fd, 0)
+            self._spool_read = self._spool_write = 0
+        return item

@@ -1,0 +1,189 @@
+"""The client side: one thread per peer that dials, holds and redials its stream."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from raftgrpc import codec
+from raftgrpc.backoff import Backoff
+from raftgrpc.link import FrameError, Link, read_frames
+from raftgrpc.outbox import Outbox
+from raftgrpc.server import STREAM_METHOD
+from raftgrpc.v1 import transport_pb2 as pb
+
+__all__ = ["PeerEvents", "PeerStream"]
+
+logger = logging.getLogger("raftgrpc.peer")
+
+
+class PeerEvents:
+    """What a :class:`PeerStream` reports to its transport, from its own thread."""
+
+    def __init__(
+        self,
+        established: Callable[[Link], None],
+        lost: Callable[[Link], None],
+        deliver: Callable[[Link, list[dict[str, Any]], int], bool],
+    ) -> None:
+        self.established = established
+        self.lost = lost
+        self.deliver = deliver
+
+
+class PeerStream:
+    """Keeps one outbound stream to a peer open, redialling with backoff.
+
+    Each successful handshake yields a fresh :class:`~raftgrpc.link.Link` with its own
+    outbox, reported through ``events.established``; its end is reported through
+    ``events.lost`` before the next dial starts, so PySyncObj always sees a disconnect
+    between two streams and restarts any chunked transfer.
+    """
+
+    def __init__(
+        self,
+        peer: Any,
+        target: str,
+        channel: grpc.Channel,
+        hello: pb.Hello,
+        expected_node_id: str | None,
+        new_outbox: Callable[[], Outbox],
+        events: PeerEvents,
+        backoff: Backoff,
+        frame_bytes: int,
+        handshake_timeout_s: float,
+    ) -> None:
+        self.peer = peer
+        self.target = target
+        self._channel = channel
+        # Frames travel as raw bytes: they are built and parsed by raftgrpc.codec.
+        self._call_stream = channel.stream_stream(
+            STREAM_METHOD, request_serializer=None, response_deserializer=None
+        )
+        self._hello = pb.StreamRequest(hello=hello).SerializeToString()
+        self._expected_node_id = expected_node_id
+        self._new_outbox = new_outbox
+        self._events = events
+        self._backoff = backoff
+        self._frame_bytes = frame_bytes
+        self._handshake_timeout_s = handshake_timeout_s
+        self._stop = threading.Event()
+        self._current: Link | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"raftgrpc-peer-{target}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start dialling in the background."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop dialling, end the current stream, close the channel, and join the thread."""
+        self._stop.set()
+        link = self._current
+        if link is not None:
+            link.break_()
+        self._channel.close()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the dialling thread still runs."""
+        return self._thread.is_alive()
+
+    def _requests(self, outbox: Outbox) -> Iterator[bytes]:
+        yield self._hello
+        while True:
+            items = outbox.take(self._frame_bytes, None)
+            if not items:
+                return
+            yield codec.request_frame_bytes(items)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._attempt()
+            if self._stop.wait(self._backoff.next_delay()):
+                break
+
+    def _attempt(self) -> None:
+        link = Link(self.peer, self._new_outbox())
+        assert link.outbox is not None
+        try:
+            call: Any = self._call_stream(self._requests(link.outbox))
+        except ValueError:  # the channel was closed by stop()
+            link.break_()
+            return
+        link.set_canceller(call.cancel)
+        self._current = link
+        if self._stop.is_set():  # stop() may have run before _current was set
+            link.break_()
+        watchdog = threading.Timer(self._handshake_timeout_s, call.cancel)
+        watchdog.daemon = True
+        watchdog.start()
+        established = False
+        try:
+            welcome = self._handshake(next(call))
+            watchdog.cancel()
+            if welcome is None:
+                return
+            established = True
+            self._backoff.reset()
+            logger.info("raftgrpc: stream to %s established", self.target)
+            self._events.established(link)
+            dropped = read_frames(
+                call,
+                pb.StreamResponse.FromString,
+                lambda messages, nbytes: self._events.deliver(link, messages, nbytes),
+            )
+            if dropped:
+                logger.info("raftgrpc: dropped %d orphaned chunks from %s", dropped, self.target)
+        except StopIteration:
+            logger.debug("raftgrpc: stream to %s ended during the handshake", self.target)
+        except grpc.RpcError as exc:
+            self._log_failure(exc, established)
+        except FrameError as exc:
+            logger.warning("raftgrpc: closing stream to %s: %s", self.target, exc)
+        finally:
+            watchdog.cancel()
+            link.break_()
+            self._current = None
+            if established:
+                logger.info("raftgrpc: stream to %s lost", self.target)
+                self._events.lost(link)
+
+    def _handshake(self, raw: bytes) -> pb.Welcome | None:
+        try:
+            response = pb.StreamResponse.FromString(raw)
+        except DecodeError:
+            logger.warning("raftgrpc: malformed Welcome from %s", self.target)
+            return None
+        if response.WhichOneof("kind") != "welcome":
+            logger.warning("raftgrpc: %s answered Hello with something else", self.target)
+            return None
+        welcome: pb.Welcome = response.welcome
+        if self._expected_node_id is not None and welcome.node_id != self._expected_node_id:
+            logger.error(
+                "raftgrpc: %s says it is node %r, expected %r; check the cluster's addresses",
+                self.target,
+                welcome.node_id[:200],
+                self._expected_node_id,
+            )
+            return None
+        return welcome
+
+    def _log_failure(self, exc: grpc.RpcError, established: bool) -> None:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        if self._stop.is_set() or code == grpc.StatusCode.CANCELLED:
+            return
+        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        if established or code not in (grpc.StatusCode.UNAVAILABLE,):
+            level = logging.WARNING if code != grpc.StatusCode.UNAVAILABLE else logging.INFO
+            logger.log(level, "raftgrpc: stream to %s failed: %s %s", self.target, code, detail)
+        else:
+            logger.debug("raftgrpc: %s unreachable: %s", self.target, detail)

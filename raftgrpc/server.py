@@ -1,0 +1,158 @@
+"""The server side of the Raft stream: handshake, then frames in, and out to read-only peers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, NoReturn, Protocol
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from raftgrpc import codec
+from raftgrpc.link import PROTOCOL_VERSION, FrameError, Link, read_frames
+from raftgrpc.v1 import transport_pb2 as pb
+
+__all__ = ["SERVICE_NAME", "STREAM_METHOD", "InboundSink", "RaftStreamServicer"]
+
+logger = logging.getLogger("raftgrpc.server")
+
+SERVICE_NAME = "raftgrpc.v1.RaftTransport"
+STREAM_METHOD = f"/{SERVICE_NAME}/Stream"
+
+
+class InboundSink(Protocol):
+    """What the servicer needs from its transport. Every method is called on gRPC threads."""
+
+    node_id: str
+
+    def accept_member(self, node_id: str) -> Any | None:
+        """The member Node whose id is ``node_id``, or None if it is not a member."""
+
+    def open_inbound(self, peer: Any | None) -> Link:
+        """Register a new inbound stream from ``peer`` (None: a read-only node)."""
+
+    def deliver(self, link: Link, messages: list[dict[str, Any]], nbytes: int) -> bool:
+        """Queue decoded messages for SyncObj; False once the link is no longer wanted."""
+
+    def close_inbound(self, link: Link) -> None:
+        """The inbound stream ended."""
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, detail: str) -> NoReturn:
+    logger.warning("raftgrpc: refusing stream from %s: %s (%s)", context.peer(), detail, code.name)
+    context.abort(code, detail)
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+class RaftStreamServicer:
+    """Serves ``raftgrpc.v1.RaftTransport/Stream`` for one transport."""
+
+    def __init__(self, sink: InboundSink, frame_bytes: int) -> None:
+        self._sink = sink
+        self._frame_bytes = frame_bytes
+        self._welcome = pb.StreamResponse(
+            welcome=pb.Welcome(protocol_version=PROTOCOL_VERSION, node_id=sink.node_id)
+        ).SerializeToString()
+
+    def handler(self) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
+        """The generic handler to add to a ``grpc.Server``; frames travel as raw bytes."""
+        method = grpc.stream_stream_rpc_method_handler(self.stream)
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {"Stream": method})
+
+    def stream(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        """One inbound stream: Hello, Welcome, then frames until either side ends it."""
+        try:
+            raw = next(requests)
+        except StopIteration:
+            return
+        peer = self._handshake(raw, context)
+        link = self._sink.open_inbound(peer)
+        try:
+            yield self._welcome
+            if peer is not None:
+                self._read(requests, link, context)
+            else:
+                yield from self._serve_read_only(requests, link, context)
+        finally:
+            self._sink.close_inbound(link)
+
+    def _handshake(self, raw: bytes, context: grpc.ServicerContext) -> Any | None:
+        try:
+            request = pb.StreamRequest.FromString(raw)
+        except DecodeError:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed Hello")
+        if request.WhichOneof("kind") != "hello":
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")
+        hello = request.hello
+        if hello.protocol_version != PROTOCOL_VERSION:
+            _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"unsupported protocol version {hello.protocol_version}, "
+                f"this node speaks {PROTOCOL_VERSION}",
+            )
+        identity = hello.WhichOneof("identity")
+        if identity == "read_only":
+            return None
+        if identity != "node_id":
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "Hello names no node")
+        member = self._sink.accept_member(hello.node_id)
+        if member is None:
+            _abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node {hello.node_id[:200]!r} is not a member of this cluster",
+            )
+        return member
+
+    def _read(self, requests: Iterator[bytes], link: Link, context: grpc.ServicerContext) -> None:
+        try:
+            read_frames(
+                requests,
+                pb.StreamRequest.FromString,
+                lambda messages, nbytes: self._sink.deliver(link, messages, nbytes),
+            )
+        except FrameError as exc:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except grpc.RpcError:
+            return  # the peer went away; the caller ends the stream
+
+    def _serve_read_only(
+        self, requests: Iterator[bytes], link: Link, context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        # A read-only node has no server: the cluster answers on the stream it opened, so
+        # this handler both sends (here) and reads (on a helper thread).
+        outbox = link.outbox
+        assert outbox is not None
+        failure: list[str] = []
+
+        def read() -> None:
+            try:
+                read_frames(
+                    requests,
+                    pb.StreamRequest.FromString,
+                    lambda messages, nbytes: self._sink.deliver(link, messages, nbytes),
+                )
+            except FrameError as exc:
+                failure.append(str(exc))
+            except grpc.RpcError:
+                pass
+            finally:
+                link.break_()
+
+        context.add_callback(link.break_)
+        reader = threading.Thread(target=read, name="raftgrpc-readonly-reader", daemon=True)
+        reader.start()
+        try:
+            while True:
+                items = outbox.take(self._frame_bytes, None)
+                if not items:
+                    break
+                yield codec.response_frame_bytes(items)
+        finally:
+            link.break_()
+        # The reader records a failure before it breaks the link, so it is visible here.
+        if failure:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, failure[0])

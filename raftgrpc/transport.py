@@ -1,0 +1,443 @@
+"""GrpcTransport: PySyncObj's Transport over gRPC streams."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from typing import Any
+
+import grpc
+from pysyncobj.node import Node
+from pysyncobj.transport import Transport, TransportNotReadyError
+
+from raftgrpc import codec
+from raftgrpc.address import grpc_target
+from raftgrpc.backoff import Backoff
+from raftgrpc.config import TransportConfig
+from raftgrpc.inbox import Inbox
+from raftgrpc.link import PROTOCOL_VERSION, Link
+from raftgrpc.meter import ByteMeter
+from raftgrpc.outbox import Outbox
+from raftgrpc.peer import PeerEvents, PeerStream
+from raftgrpc.server import RaftStreamServicer
+from raftgrpc.v1 import transport_pb2 as pb
+
+__all__ = ["GrpcTransport"]
+
+logger = logging.getLogger("raftgrpc.transport")
+
+
+class _Peer:
+    """Tick-thread state of one peer: the stream SyncObj currently considers connected."""
+
+    __slots__ = ("link", "node", "stream")
+
+    def __init__(self, node: Any, stream: PeerStream | None) -> None:
+        self.node = node
+        self.stream = stream
+        self.link: Link | None = None
+
+
+class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
+    """A drop-in replacement for PySyncObj's ``TCPTransport`` that speaks gRPC.
+
+    >>> from pysyncobj import SyncObj, replicated
+    >>> class Counter(SyncObj):
+    ...     def __init__(self, me, partners):
+    ...         super().__init__(me, partners, transportClass=GrpcTransport)
+    ...         self.value = 0
+    ...     @replicated
+    ...     def incr(self):
+    ...         self.value += 1
+
+    Each node serves ``raftgrpc.v1.RaftTransport`` on its own address (or
+    ``SyncObjConf.bindAddress``, or ``TransportConfig.listen_address``) and opens one ordered
+    stream to each peer; messages queued for a peer are coalesced into frames. Every
+    callback into SyncObj runs on SyncObj's tick thread. To configure it, bind a
+    :class:`~raftgrpc.TransportConfig` with ``functools.partial(GrpcTransport, config=...)``.
+    """
+
+    def __init__(
+        self,
+        syncObj: Any,
+        selfNode: Any | None,
+        otherNodes: Any,
+        config: TransportConfig | None = None,
+    ) -> None:
+        super().__init__(syncObj, selfNode, otherNodes)
+        self._config = config if config is not None else TransportConfig()
+        self._syncobj = syncObj
+        self._conf = syncObj.conf
+        self._self_node = selfNode
+        self.node_id: str = selfNode.id if selfNode is not None else ""
+        self._members: dict[str, Any] = {}  # id -> Node; read by gRPC threads
+        self._peers: dict[Any, _Peer] = {}  # members; tick thread only
+        self._readonly: dict[Any, _Peer] = {}  # read-only followers; tick thread only
+        self._inbound: dict[Any, Link] = {}  # peer -> stream whose messages are delivered
+        self._retired: list[PeerStream] = []
+        self._readonly_ids = itertools.count()
+        self._readonly_ids_lock = threading.Lock()
+        self.outbound_meter = ByteMeter()
+        """Bytes queued in memory for all peers (``peak`` is the most ever held)."""
+        self._inbox = Inbox(self._config.inbound_buffer_bytes)
+        self._inbox.attach(syncObj._poller)
+        syncObj.addOnTickCallback(self._inbox.drain)
+        self._servicer = RaftStreamServicer(self, self._config.frame_bytes)
+        self._server: grpc.Server | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ready = selfNode is None
+        self._bind_over = threading.Event()
+        self._bind_attempts = 0
+        self._last_bind_attempt = float("-inf")
+        self._destroyed = False
+        self.bound_port: int | None = None
+        """The port the server listens on, once bound."""
+        if self._ready:
+            self._bind_over.set()
+        if getattr(self._conf, "password", None):
+            logger.warning(
+                "raftgrpc: SyncObjConf.password is ignored by GrpcTransport; "
+                "protect the cluster with TLS and authentication instead"
+            )
+        for node in otherNodes:
+            self.addNode(node)
+
+    # -- PySyncObj's Transport contract ----------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether the server is bound (always True on a read-only node)."""
+        return self._ready
+
+    def tryGetReady(self) -> None:
+        """Bind the server unless bound, following SyncObjConf's bind retry settings.
+
+        Raises TransportNotReadyError once ``maxBindRetries`` attempts failed.
+        """
+        if self._ready or self._destroyed:
+            return
+        now = time.monotonic()
+        if now < self._last_bind_attempt + self._conf.bindRetryTime:
+            return
+        self._last_bind_attempt = now
+        try:
+            self._bind()
+        except Exception as exc:
+            self._bind_attempts += 1
+            logger.warning("raftgrpc: cannot listen (attempt %d): %s", self._bind_attempts, exc)
+            if self._conf.maxBindRetries and self._bind_attempts >= self._conf.maxBindRetries:
+                self._bind_over.set()
+                raise TransportNotReadyError from exc
+        else:
+            self._ready = True
+            self._bind_over.set()
+
+    def waitReady(self) -> None:
+        """Block until the server is bound; TransportNotReadyError if binding gave up."""
+        self._bind_over.wait()
+        if not self._ready:
+            raise TransportNotReadyError
+
+    def addNode(self, node: Any) -> None:
+        """Start streaming to a new member (on membership change or at start)."""
+        if self._destroyed or node in self._peers:
+            return
+        self._members[node.id] = node
+        target = grpc_target(node.id)
+        channel = grpc.insecure_channel(target, options=self._channel_options())
+        hello = pb.Hello(protocol_version=PROTOCOL_VERSION)
+        if self._self_node is None:
+            hello.read_only.SetInParent()
+        else:
+            hello.node_id = self.node_id
+        peer = _Peer(node, None)
+        stream = PeerStream(
+            peer=node,
+            target=target,
+            channel=channel,
+            hello=hello,
+            expected_node_id=node.id,
+            new_outbox=self._new_outbox,
+            events=PeerEvents(
+                established=lambda link: self._post(lambda: self._on_established(peer, link)),
+                lost=lambda link: self._post(lambda: self._on_lost(peer, link)),
+                deliver=self.deliver,
+            ),
+            backoff=Backoff(self._config.reconnect_initial_s, self._config.reconnect_max_s),
+            frame_bytes=self._config.frame_bytes,
+            handshake_timeout_s=self._config.handshake_timeout_s,
+        )
+        peer.stream = stream
+        self._peers[node] = peer
+        stream.start()
+
+    def dropNode(self, node: Any) -> None:
+        """Stop streaming to a member that left the cluster."""
+        peer = self._peers.pop(node, None)
+        if peer is None:
+            peer = self._readonly.get(node)
+            if peer is not None and peer.link is not None:
+                peer.link.break_()
+                self._disconnected(peer, peer.link)
+            return
+        self._members.pop(node.id, None)
+        link = peer.link
+        if link is not None:
+            self._disconnected(peer, link)
+        if peer.stream is not None:
+            peer.stream.stop(timeout=0)  # never join on the tick thread; destroy() does
+            self._retired.append(peer.stream)
+        self._inbound.pop(node, None)
+
+    def send(self, node: Any, message: Any) -> bool:
+        """Queue ``message`` for ``node``; never blocks and never raises.
+
+        Returns False if no stream to the node is established. A stream found broken here
+        is reported through ``onNodeDisconnected`` before this returns, as TCPTransport does.
+        """
+        peer = self._peers.get(node) or self._readonly.get(node)
+        if peer is None or peer.link is None:
+            return False
+        link = peer.link
+        if link.broken:
+            self._disconnected(peer, link)
+            return False
+        try:
+            data = codec.encode_message(message)
+        except codec.CodecError as exc:
+            logger.error("raftgrpc: cannot encode a message for %s: %s", node, exc)
+            return False
+        outbox = link.outbox
+        assert outbox is not None
+        if not outbox.put(data):
+            if not link.broken:
+                logger.warning(
+                    "raftgrpc: send queue for %s is full (%d bytes spilled); resetting the stream",
+                    node,
+                    outbox.spilled_bytes_total,
+                )
+            link.break_()
+            self._disconnected(peer, link)
+            return False
+        return True
+
+    def destroy(self) -> None:
+        """Close every stream, stop the server, and release ports and threads."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        for setter in (
+            self.setOnMessageReceivedCallback,
+            self.setOnNodeConnectedCallback,
+            self.setOnNodeDisconnectedCallback,
+            self.setOnReadonlyNodeConnectedCallback,
+            self.setOnReadonlyNodeDisconnectedCallback,
+        ):
+            setter(None)
+        self._syncobj.removeOnTickCallback(self._inbox.drain)
+        streams = [p.stream for p in self._peers.values() if p.stream is not None]
+        streams += self._retired
+        for stream in streams:
+            stream.stop(timeout=0)
+        for peer in list(self._readonly.values()):
+            if peer.link is not None:
+                peer.link.break_()
+        self._inbox.close()
+        if self._server is not None:
+            self._server.stop(self._config.shutdown_grace_s).wait()
+            self._server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        deadline = time.monotonic() + 5.0
+        for stream in streams:
+            stream.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self._peers.clear()
+        self._readonly.clear()
+        self._members.clear()
+        self._inbound.clear()
+        self._retired.clear()
+        self._bind_over.set()
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counters for tests and monitoring (bytes are encoded message bytes)."""
+        return {
+            "outbound_memory_bytes": self.outbound_meter.current,
+            "peak_outbound_memory_bytes": self.outbound_meter.peak,
+            "inbound_buffered_bytes": self._inbox.meter.current,
+            "peak_inbound_buffered_bytes": self._inbox.meter.peak,
+            "connected_peers": sum(1 for p in self._peers.values() if p.link is not None),
+            "readonly_peers": len(self._readonly),
+        }
+
+    # -- InboundSink, called by the servicer on gRPC threads -------------------------------
+
+    def accept_member(self, node_id: str) -> Any | None:
+        """The member whose id is ``node_id``, or None."""
+        return self._members.get(node_id)
+
+    def open_inbound(self, peer: Any | None) -> Link:
+        """Register an inbound stream; ``peer`` None is a new read-only follower."""
+        if peer is not None:
+            link = Link(peer, None)
+            self._post(lambda: self._on_inbound_open(link))
+            return link
+        with self._readonly_ids_lock:
+            node = Node(str(next(self._readonly_ids)))
+        link = Link(node, self._new_outbox())
+        self._post(lambda: self._on_readonly_open(link))
+        return link
+
+    def close_inbound(self, link: Link) -> None:
+        """An inbound stream ended."""
+        link.break_()
+        self._post(lambda: self._on_inbound_close(link))
+
+    def deliver(self, link: Link, messages: list[dict[str, Any]], nbytes: int) -> bool:
+        """Queue messages received on ``link`` for SyncObj (blocks while the inbox is full)."""
+        if link.broken or self._destroyed:
+            return False
+        return self._inbox.post(
+            lambda: self._deliver(link, messages), nbytes, abandon=lambda: link.broken
+        )
+
+    # -- tick thread ---------------------------------------------------------------------------
+
+    def _deliver(self, link: Link, messages: list[dict[str, Any]]) -> None:
+        node = link.peer
+        if self._inbound.get(node) is not link:
+            return  # a newer stream from this peer superseded this one
+        for message in messages:
+            try:
+                self._onMessageReceived(node, message)
+            except Exception:
+                logger.exception("raftgrpc: SyncObj failed on a %s message", message.get("type"))
+
+    def _on_established(self, peer: _Peer, link: Link) -> None:
+        if self._destroyed or self._peers.get(peer.node) is not peer or link.broken:
+            return
+        peer.link = link
+        if self._self_node is None:
+            # A read-only node hears back on the stream it opened.
+            self._inbound[peer.node] = link
+        self._onNodeConnected(peer.node)
+
+    def _on_lost(self, peer: _Peer, link: Link) -> None:
+        self._disconnected(peer, link)
+
+    def _on_inbound_open(self, link: Link) -> None:
+        # Registered even if the stream has ended since: what it delivered before its end
+        # is queued behind this and is a valid prefix; its close event unregisters it.
+        if not self._destroyed and self._members.get(link.peer.id) is link.peer:
+            self._inbound[link.peer] = link
+
+    def _on_readonly_open(self, link: Link) -> None:
+        if self._destroyed or link.broken:
+            link.break_()
+            return
+        peer = _Peer(link.peer, None)
+        peer.link = link
+        self._readonly[link.peer] = peer
+        self._inbound[link.peer] = link
+        self._onReadonlyNodeConnected(link.peer)
+
+    def _on_inbound_close(self, link: Link) -> None:
+        node = link.peer
+        if self._inbound.get(node) is link:
+            del self._inbound[node]
+        peer = self._readonly.get(node)
+        if peer is not None:
+            self._disconnected(peer, link)
+
+    def _disconnected(self, peer: _Peer, link: Link) -> None:
+        """Report the end of ``link`` to SyncObj, once, if it is the peer's current link."""
+        if peer.link is not link:
+            return
+        peer.link = None
+        node = peer.node
+        if self._inbound.get(node) is link:
+            del self._inbound[node]
+        if self._readonly.get(node) is peer:
+            del self._readonly[node]
+            self._onReadonlyNodeDisconnected(node)
+        else:
+            self._onNodeDisconnected(node)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _post(self, work: Any) -> None:
+        self._inbox.post(work)
+
+    def _new_outbox(self) -> Outbox:
+        return Outbox(
+            self._config.queue_memory_bytes, self._config.queue_spool_bytes, self.outbound_meter
+        )
+
+    def _bind(self) -> None:
+        assert self._self_node is not None  # read-only nodes never bind
+        address = self._config.listen_address or self._conf.bindAddress or self._self_node.id
+        target = grpc_target(address)
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._config.max_concurrent_streams + 2,
+            thread_name_prefix="raftgrpc-server",
+        )
+        server = grpc.server(
+            executor,
+            handlers=[self._servicer.handler()],
+            options=self._server_options(),
+            maximum_concurrent_rpcs=self._config.max_concurrent_streams,
+        )
+        try:
+            port = server.add_insecure_port(target)
+            if not port:
+                raise OSError(f"cannot listen on {target}")
+            server.start()
+        except BaseException:
+            server.stop(None)
+            executor.shutdown(wait=False)
+            raise
+        self._server = server
+        self._executor = executor
+        self.bound_port = port
+        logger.info("raftgrpc: node %s listening on %s", self.node_id, target)
+
+    def _common_options(self) -> list[tuple[str, Any]]:
+        cfg = self._config
+        return [
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.keepalive_time_ms", int(cfg.keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+
+    def _channel_options(self) -> list[tuple[str, Any]]:
+        cfg = self._config
+        return [
+            *self._common_options(),
+            # Raft messages are never retried by gRPC: PySyncObj resends from its own state.
+            ("grpc.enable_retries", 0),
+            ("grpc.initial_reconnect_backoff_ms", int(cfg.reconnect_initial_s * 1000)),
+            ("grpc.min_reconnect_backoff_ms", int(cfg.reconnect_initial_s * 1000)),
+            ("grpc.max_reconnect_backoff_ms", int(cfg.reconnect_max_s * 1000)),
+            # One connection per transport, even when nodes share a process (tests, demos).
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+
+    def _server_options(self) -> list[tuple[str, Any]]:
+        cfg = self._config
+        return [
+            *self._common_options(),
+            # grpcio sets SO_REUSEPORT by default: a second node would share the port silently.
+            ("grpc.so_reuseport", 0),
+            # Accept the clients' keepalive pings (the default allows one per 5 minutes and
+            # answers faster pings with GOAWAY too_many_pings).
+            ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.keepalive_time_s * 500)),
+            ("grpc.http2.max_ping_strikes", 0),
+        ]

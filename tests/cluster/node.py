@@ -1,0 +1,469 @@
+"""One Raft node process for the multi-process cluster tests and the throughput bench.
+
+Run as::
+
+    python tests/cluster/node.py --self 127.0.0.1:P --partners A,B --transport tcp|grpc \
+        --ctl-port C [--journal F] [--dump F] [--readonly] [--batch 0|1] [--dynamic]
+
+The node replicates a small key-value store (``KV``) and answers a line-based JSON control
+protocol on 127.0.0.1:C: one JSON object per line in, one JSON object per line out. Every
+request has a ``cmd``; every reply has ``ok`` (and ``reason`` or ``error`` when it is false).
+
+Exit codes: 0 after ``quit``, 3 when the Raft or the control port cannot be bound (the harness
+then retries with other ports), 4 when the parent process died, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import resource
+import socket
+import socketserver
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+import psutil  # noqa: E402
+from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated  # noqa: E402
+from pysyncobj.config import FAIL_REASON  # noqa: E402
+from pysyncobj.syncobj import SyncObjException  # noqa: E402
+
+EXIT_PORT_IN_USE = 3
+EXIT_ORPHANED = 4
+
+# Values at least this long are reported by get_all as {"sha256": ..., "len": ...}.
+BIG_VALUE = 1024
+
+FAIL_NAMES = {
+    getattr(FAIL_REASON, name): name for name in dir(FAIL_REASON) if not name.startswith("_")
+}
+
+
+def fail_name(err: Any) -> str:
+    if isinstance(err, int):
+        return FAIL_NAMES.get(err, str(err))
+    return str(err).upper()
+
+
+def digest(value: bytes | str) -> dict[str, Any]:
+    raw = value.encode() if isinstance(value, str) else value
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "len": len(raw)}
+
+
+def gen_bytes(nbytes: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(nbytes)
+
+
+def jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    if isinstance(v, bytes | bytearray):
+        return digest(bytes(v))
+    if isinstance(v, dict):
+        return {str(jsonable(k)): jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple | set | frozenset):
+        return [jsonable(x) for x in v]
+    node_id = getattr(v, "id", None)
+    if isinstance(node_id, str):
+        return node_id
+    return str(v)
+
+
+class KV(SyncObjConsumer):  # type: ignore[misc]
+    """The replicated store. Only ``data`` is part of a snapshot."""
+
+    def __init__(self) -> None:
+        # Attributes assigned before SyncObjConsumer.__init__ are excluded from snapshots:
+        # they count what this process did, not what the cluster agreed on.
+        self.applied = 0
+        self.snapshots_loaded = 0
+        super().__init__()
+        self.data: dict[str, Any] = {}
+
+    @replicated  # type: ignore[misc]
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.applied += 1
+
+    @replicated  # type: ignore[misc]
+    def fill(self, name: str, nbytes: int, seed: int) -> int:
+        self.data[name] = gen_bytes(nbytes, seed)
+        self.applied += 1
+        return nbytes
+
+    def _deserialize(self, data: Any) -> None:
+        # Called when a full dump (a snapshot received from the leader, or the dump file at
+        # start-up) replaces the state.
+        self.snapshots_loaded += 1
+        super()._deserialize(data)
+
+
+class _Waiter:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.res: Any = None
+        self.err: Any = None
+
+    def __call__(self, res: Any, err: Any) -> None:
+        self.res, self.err = res, err
+        self.event.set()
+
+    def wait(self, timeout: float) -> dict[str, Any]:
+        if not self.event.wait(timeout):
+            return {"ok": False, "reason": "TIMEOUT"}
+        if self.err == FAIL_REASON.SUCCESS:
+            return {"ok": True, "result": jsonable(self.res)}
+        return {"ok": False, "reason": fail_name(self.err)}
+
+
+def _percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[idx]
+
+
+class Node:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.kv = KV()
+        conf = SyncObjConf(
+            dynamicMembershipChange=args.dynamic,
+            appendEntriesUseBatch=bool(args.batch),
+            journalFile=args.journal,
+            fullDumpFile=args.dump,
+            **args.conf,
+        )
+        kwargs: dict[str, Any] = {"consumers": [self.kv]}
+        if args.transport == "grpc":
+            from raftgrpc import GrpcTransport
+
+            kwargs["transportClass"] = GrpcTransport
+        elif args.transport != "tcp":
+            raise SystemExit(f"unknown transport {args.transport!r}")
+        self_addr = None if args.readonly else args.self_addr
+        self.obj = SyncObj(self_addr, args.partners, conf, **kwargs)
+        self.quit = threading.Event()
+        self.started = time.monotonic()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @property
+    def transport(self) -> Any:
+        return getattr(self.obj, "_SyncObj__transport", None)
+
+    def status(self) -> dict[str, Any]:
+        for _ in range(20):
+            try:
+                st = self.obj.getStatus()
+                partners = sorted(n.id for n in self.obj.otherNodes)
+                break
+            except RuntimeError:  # a set/dict changed size under us (tick thread); retry
+                time.sleep(0.001)
+        else:
+            raise RuntimeError("getStatus kept racing with the tick thread")
+        out = jsonable(st)
+        out["partners"] = partners
+        out["is_leader"] = bool(self.obj._isLeader())
+        out["applied_cmds"] = self.kv.applied
+        out["snapshots_loaded"] = self.kv.snapshots_loaded
+        out["keys"] = len(self.kv.data)
+        out["pid"] = os.getpid()
+        out["readonly"] = bool(self.args.readonly)
+        return {"ok": True, "status": out}
+
+    def _sync(self, start: Callable[[_Waiter], None], timeout: float) -> dict[str, Any]:
+        waiter = _Waiter()
+        try:
+            start(waiter)
+        except SyncObjException as e:
+            return {"ok": False, "reason": fail_name(e.errorCode)}
+        return waiter.wait(timeout)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def cmd_ping(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "pid": os.getpid()}
+
+    def cmd_status(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    def cmd_set(self, req: dict[str, Any]) -> dict[str, Any]:
+        value: Any = req.get("value")
+        gen = req.get("gen")
+        if gen is not None:  # a big value built here, so that the control socket stays small
+            value = gen_bytes(int(gen["nbytes"]), int(gen["seed"]))
+        key = req["key"]
+        timeout = float(req.get("timeout_s", 10.0))
+        return self._sync(lambda w: self.kv.set(key, value, callback=w), timeout)
+
+    def cmd_set_many(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Issue many async sets at once; report the keys whose set did not succeed."""
+        items: dict[str, Any] = req["items"]
+        timeout = float(req.get("timeout_s", 20.0))
+        waiters: dict[str, _Waiter] = {}
+        for key, value in items.items():
+            waiters[key] = w = _Waiter()
+            self.kv.set(key, value, callback=w)
+        deadline = time.monotonic() + timeout
+        failed: dict[str, str] = {}
+        for key, w in waiters.items():
+            r = w.wait(max(0.0, deadline - time.monotonic()))
+            if not r["ok"]:
+                failed[key] = r["reason"]
+        return {"ok": not failed, "failed": failed}
+
+    def cmd_fill(self, req: dict[str, Any]) -> dict[str, Any]:
+        name, nbytes, seed = req["name"], int(req["nbytes"]), int(req["seed"])
+        timeout = float(req.get("timeout_s", 60.0))
+        return self._sync(lambda w: self.kv.fill(name, nbytes, seed, callback=w), timeout)
+
+    def cmd_get(self, req: dict[str, Any]) -> dict[str, Any]:
+        key = req["key"]
+        if key not in self.kv.data:
+            return {"ok": True, "found": False}
+        value = self.kv.data[key]
+        if isinstance(value, bytes | bytearray) or (isinstance(value, str) and len(value) >= BIG_VALUE):
+            value = digest(value)
+        return {"ok": True, "found": True, "value": value}
+
+    def cmd_get_all(self, req: dict[str, Any]) -> dict[str, Any]:
+        prefix = req.get("prefix")
+        snapshot = self.kv.data.copy()  # dict.copy holds the GIL: a consistent view
+        out: dict[str, Any] = {}
+        for k, v in snapshot.items():
+            if prefix is not None and not str(k).startswith(prefix):
+                continue
+            if isinstance(v, bytes | bytearray) or (isinstance(v, str) and len(v) >= BIG_VALUE):
+                out[k] = digest(v)
+            else:
+                out[k] = jsonable(v)
+        return {"ok": True, "data": out, "applied": self.obj.raftLastApplied}
+
+    def cmd_count(self, req: dict[str, Any]) -> dict[str, Any]:
+        prefix = req.get("prefix", "")
+        keys = list(self.kv.data.keys())
+        return {"ok": True, "count": sum(1 for k in keys if str(k).startswith(prefix))}
+
+    def cmd_add_node(self, req: dict[str, Any]) -> dict[str, Any]:
+        addr = req["node"]
+        timeout = float(req.get("timeout_s", 10.0))
+        return self._sync(lambda w: self.obj.addNodeToCluster(addr, callback=w), timeout)
+
+    def cmd_remove_node(self, req: dict[str, Any]) -> dict[str, Any]:
+        addr = req["node"]
+        timeout = float(req.get("timeout_s", 10.0))
+        return self._sync(lambda w: self.obj.removeNodeFromCluster(addr, callback=w), timeout)
+
+    def cmd_force_compaction(self, req: dict[str, Any]) -> dict[str, Any]:
+        self.obj.forceLogCompaction()
+        return {"ok": True}
+
+    def cmd_rss(self, req: dict[str, Any]) -> dict[str, Any]:
+        rss = psutil.Process().memory_info().rss
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        return {"ok": True, "rss": rss, "peak_rss": peak}
+
+    def cmd_transport_stats(self, req: dict[str, Any]) -> dict[str, Any]:
+        stats = getattr(self.transport, "stats", None)
+        if not callable(stats):
+            return {"ok": True, "stats": {}, "has_stats": False}
+        return {"ok": True, "stats": jsonable(stats()), "has_stats": True}
+
+    def cmd_bench_load(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Keep ``inflight`` async sets outstanding for ``seconds``; report what committed."""
+        seconds = float(req.get("seconds", 5.0))
+        inflight = int(req.get("inflight", 2000))
+        payload = "x" * int(req.get("payload_bytes", 16))
+        prefix = str(req.get("prefix", "b"))
+        drain_timeout = float(req.get("drain_timeout", 30.0))
+
+        sem = threading.Semaphore(inflight)
+        lock = threading.Lock()
+        latencies: list[float] = []
+        outcomes: Counter[str] = Counter()
+        last_commit = [0.0]
+
+        def make_cb(t0: float) -> Callable[[Any, Any], None]:
+            def cb(res: Any, err: Any) -> None:
+                now = time.monotonic()
+                with lock:
+                    outcomes[fail_name(err)] += 1
+                    if err == FAIL_REASON.SUCCESS:
+                        latencies.append(now - t0)
+                        last_commit[0] = now
+                sem.release()
+
+            return cb
+
+        issued = 0
+        start = time.monotonic()
+        deadline = start + seconds
+        while time.monotonic() < deadline:
+            if not sem.acquire(timeout=0.05):
+                continue
+            self.kv.set(f"{prefix}{issued}", payload, callback=make_cb(time.monotonic()))
+            issued += 1
+        issue_end = time.monotonic()
+        drained = 0
+        drain_deadline = issue_end + drain_timeout
+        while drained < inflight and time.monotonic() < drain_deadline:
+            if sem.acquire(timeout=0.05):
+                drained += 1
+        end = time.monotonic()
+        with lock:
+            lat = sorted(latencies)
+            committed = outcomes.get("SUCCESS", 0)
+            window = (last_commit[0] or end) - start
+            result = {
+                "ok": True,
+                "issued": issued,
+                "committed": committed,
+                "outcomes": dict(outcomes),
+                "outstanding": inflight - drained,
+                "issue_seconds": issue_end - start,
+                "window_seconds": window,
+                "ops_per_sec": committed / window if window > 0 else 0.0,
+                "p50_ms": None if not lat else 1000 * (_percentile(lat, 0.50) or 0.0),
+                "p99_ms": None if not lat else 1000 * (_percentile(lat, 0.99) or 0.0),
+            }
+        return result
+
+    def cmd_quit(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "quitting": True}  # the handler sets self.quit once this is sent
+
+    def dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
+        handler = getattr(self, "cmd_" + str(req.get("cmd")), None)
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {req.get('cmd')!r}"}
+        result: dict[str, Any] = handler(req)
+        return result
+
+
+class _CtlServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    node: Node | None = None
+
+
+class _CtlHandler(socketserver.StreamRequestHandler):
+    server: _CtlServer
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            if not line.strip():
+                continue
+            try:
+                node = self.server.node
+                if node is None:
+                    reply: dict[str, Any] = {"ok": False, "error": "starting"}
+                else:
+                    reply = node.dispatch(json.loads(line))
+            except Exception as e:
+                logging.exception("control command failed")
+                reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            self.wfile.write((json.dumps(reply) + "\n").encode())
+            self.wfile.flush()
+            if reply.get("quitting") and self.server.node is not None:
+                self.server.node.quit.set()
+                return
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _watch_parent(ppid: int) -> None:
+    while True:
+        if os.getppid() != ppid:
+            os._exit(EXIT_ORPHANED)
+        time.sleep(0.2)
+
+
+def _parse_conf(items: list[str]) -> dict[str, Any]:
+    conf: dict[str, Any] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        conf[key] = json.loads(raw)
+    return conf
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--self", dest="self_addr", default=None)
+    p.add_argument("--partners", default="")
+    p.add_argument("--transport", choices=["tcp", "grpc"], default="tcp")
+    p.add_argument("--ctl-port", type=int, required=True)
+    p.add_argument("--journal", default=None)
+    p.add_argument("--dump", default=None)
+    p.add_argument("--readonly", action="store_true")
+    p.add_argument("--batch", type=int, choices=[0, 1], default=1)
+    p.add_argument("--dynamic", action="store_true")
+    p.add_argument(
+        "--conf", action="append", default=[], help="extra SyncObjConf key=<json value>"
+    )
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    args.partners = [x for x in args.partners.split(",") if x]
+    args.conf = _parse_conf(args.conf)
+    if not args.readonly and not args.self_addr:
+        p.error("--self is required unless --readonly")
+
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(process)d %(threadName)s %(name)s %(levelname)s %(message)s",
+    )
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+
+    if not args.readonly:
+        raft_port = int(args.self_addr.rsplit(":", 1)[1])
+        if not _port_free(raft_port):
+            print(f"raft port {raft_port} is in use", file=sys.stderr, flush=True)
+            return EXIT_PORT_IN_USE
+    try:
+        server = _CtlServer(("127.0.0.1", args.ctl_port), _CtlHandler)
+    except OSError as e:
+        print(f"control port {args.ctl_port}: {e}", file=sys.stderr, flush=True)
+        return EXIT_PORT_IN_USE
+
+    node = Node(args)
+    server.node = node
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    print(f"node ready pid={os.getpid()} self={args.self_addr}", file=sys.stderr, flush=True)
+
+    node.quit.wait()
+    # Shut down without waiting on anything that could hang (a busy tick thread, transport
+    # threads): destroy with a bounded wait, then leave with os._exit.
+    with contextlib.suppress(Exception):
+        node.obj.destroy()
+        deadline = time.monotonic() + 5.0
+        while node.obj.tick_thread_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    with contextlib.suppress(Exception):
+        server.server_close()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

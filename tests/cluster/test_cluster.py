@@ -1,0 +1,292 @@
+"""Multi-process cluster tests: real node processes (tests/cluster/node.py) talking over the
+transport under test, "tcp" (PySyncObj's TCPTransport, the reference) or "grpc"
+(raftgrpc.GrpcTransport; skipped while it cannot be imported).
+
+Run: ``.venv/bin/python -m pytest -q tests/cluster`` (``-k tcp`` / ``-k grpc`` for one
+transport, ``-m slow`` for the 200 MB snapshot transfer, ``-s`` to see its memory report).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from harness import Cluster, NodeProc, digest, gen_bytes
+
+MiB = 1 << 20
+
+
+def items(prefix: str, n: int) -> dict[str, Any]:
+    return {f"{prefix}{i}": f"{prefix}-value-{i}" for i in range(n)}
+
+
+def followers(cluster: Cluster, leader: NodeProc) -> list[NodeProc]:
+    return [n for n in cluster.alive_nodes() if n is not leader]
+
+
+def change_membership(cluster: Cluster, op: str, addr: str, present: bool) -> None:
+    """add_node/remove_node through the current leader until the leader's configuration
+    has (present=True) or lacks (present=False) ``addr``. A denied request is retried: PySyncObj
+    denies a change while the previous one or the leader's no-op is not committed yet."""
+    last: list[Any] = []
+
+    def done() -> bool:
+        leader = cluster.leader(timeout=20.0)
+        if (addr in leader.status()["partners"]) == present:
+            return True
+        reply = leader.ctl(op, timeout=15.0, node=addr, timeout_s=10.0)
+        last[:] = [reply]
+        return (addr in leader.status()["partners"]) == present
+
+    cluster.wait_until(done, 60.0, f"{op} {addr}", interval=0.1, observe=lambda: last)
+
+
+@pytest.mark.timeout(90)
+def test_one_leader_and_writes_from_every_node_commit_everywhere(cluster: Cluster) -> None:
+    nodes = cluster.start_cluster(3)
+    leader = cluster.wait_leader()
+
+    # Exactly one node claims leadership, the others follow it, all in the same term.
+    statuses = [n.status() for n in nodes]
+    assert [n for n, st in zip(nodes, statuses, strict=True) if st["is_leader"]] == [leader]
+    assert {st["leader"] for st in statuses} == {leader.addr}
+    assert len({st["raft_term"] for st in statuses}) == 1, statuses
+
+    expected: dict[str, Any] = {}
+    for n in nodes:  # every node, followers included, accepts writes
+        cluster.write(n, f"single-{n.name}", n.name)
+        expected[f"single-{n.name}"] = n.name
+        batch = items(f"{n.name}-", 40)
+        cluster.write_many(n, batch)
+        expected.update(batch)
+    cluster.wait_converged(nodes, expected)
+
+
+@pytest.mark.timeout(120)
+def test_leader_kill9_failover_and_rejoin_from_journal(cluster: Cluster) -> None:
+    nodes = cluster.start_cluster(3, journal=True)
+    old = cluster.wait_leader()
+    expected = items("before-", 50)
+    cluster.write_many(followers(cluster, old)[0], expected)
+    cluster.wait_converged(nodes, expected)
+    old_term = old.status()["raft_term"]
+
+    cluster.kill(old)
+    survivors = [n for n in nodes if n is not old]
+    new = cluster.wait_leader(survivors)
+    assert new is not old
+    assert new.status()["raft_term"] > old_term
+
+    for n in survivors:  # writes continue, through the new leader and its follower
+        batch = items(f"after-{n.name}-", 30)
+        cluster.write_many(n, batch)
+        expected.update(batch)
+    cluster.wait_converged(survivors, expected)
+
+    cluster.restart(old)  # same address, same journal file
+    cluster.wait_converged(nodes, expected, timeout=40.0)
+    assert old.status()["keys"] == len(expected)
+
+    cluster.write(old, "from-rejoined", "yes")
+    expected["from-rejoined"] = "yes"
+    cluster.wait_converged(nodes, expected)
+    cluster.wait_leader(nodes)
+
+
+@pytest.mark.timeout(120)
+def test_follower_with_empty_journal_catches_up_through_snapshot(cluster: Cluster) -> None:
+    nodes = cluster.start_cluster(3, journal=True)
+    leader = cluster.wait_leader()
+    lagging, other = followers(cluster, leader)
+    expected = items("early-", 20)
+    cluster.write_many(leader, expected)
+    cluster.wait_converged(nodes, expected)
+
+    cluster.stop(lagging)
+    cluster.wipe(lagging)
+    survivors = [leader, other]
+    for n in survivors:
+        batch = items(f"while-down-{n.name}-", 300)
+        cluster.write_many(n, batch)
+        expected.update(batch)
+    cluster.wait_converged(survivors, expected)
+
+    # Compact the survivors' logs: the entries the lagging node misses are gone from them.
+    for n in survivors:
+        n.ctl("force_compaction")
+    cluster.wait_until(
+        lambda: all(n.status()["log_len"] <= 10 for n in survivors),
+        30.0,
+        "log compaction on the survivors",
+    )
+    for n in survivors:
+        n.ctl("force_compaction")  # a leader change in between may have left entries behind
+    cluster.wait_until(
+        lambda: all(n.status()["log_len"] <= 10 for n in survivors),
+        30.0,
+        "log compaction on the survivors",
+    )
+
+    cluster.restart(lagging)  # empty journal
+    cluster.wait_converged(nodes, expected, timeout=40.0)
+    st = lagging.status()
+    # It got there by loading a snapshot, not by replaying the log: it applied (far) fewer
+    # set commands than there are keys, and its last_applied jumped with the dump.
+    assert st["snapshots_loaded"] >= 1, st
+    assert st["applied_cmds"] < len(expected), st
+    assert st["log_len"] < len(expected), st
+
+    cluster.write(lagging, "after-snapshot", "1")
+    expected["after-snapshot"] = "1"
+    cluster.wait_converged(nodes, expected)
+
+
+@pytest.mark.timeout(150)
+def test_membership_add_then_remove_node(cluster: Cluster) -> None:
+    nodes = cluster.start_cluster(3, dynamic=True)
+    leader = cluster.wait_leader()
+    expected = items("base-", 50)
+    cluster.write_many(leader, expected)
+    cluster.wait_converged(nodes, expected)
+
+    fourth = cluster.new_node("n3", dynamic=True)
+    fourth.partners = [str(n.addr) for n in nodes]
+    cluster.start_fresh(fourth)
+    change_membership(cluster, "add_node", str(fourth.addr), present=True)
+    members = [*nodes, fourth]
+    cluster.wait_converged(members, expected, timeout=40.0)
+    cluster.wait_until(
+        lambda: all(len(n.status()["partners"]) == 3 for n in members),
+        30.0,
+        "every member to know 4 nodes",
+    )
+
+    batch = items("via-new-", 20)
+    cluster.write_many(fourth, batch)
+    expected.update(batch)
+    cluster.wait_converged(members, expected)
+
+    leader = cluster.leader()
+    victim = next(n for n in nodes if n is not leader)
+    change_membership(cluster, "remove_node", str(victim.addr), present=False)
+    cluster.stop(victim)
+    remaining = [n for n in members if n is not victim]
+    cluster.wait_until(
+        lambda: all(
+            victim.addr not in n.status()["partners"] and len(n.status()["partners"]) == 2
+            for n in remaining
+        ),
+        30.0,
+        f"{victim.name} to be dropped by every remaining member",
+    )
+
+    cluster.wait_leader(remaining)
+    for n in remaining:  # the 3-node cluster keeps committing without the removed node
+        batch = items(f"after-remove-{n.name}-", 20)
+        cluster.write_many(n, batch)
+        expected.update(batch)
+    cluster.wait_converged(remaining, expected)
+
+
+@pytest.mark.timeout(90)
+def test_readonly_node_follows_the_cluster(cluster: Cluster) -> None:
+    nodes = cluster.start_cluster(3)
+    cluster.wait_leader()
+    expected = items("pre-", 30)
+    cluster.write_many(nodes[0], expected)
+
+    ro = cluster.new_node("ro", readonly=True)
+    ro.partners = [str(n.addr) for n in nodes]
+    cluster.start_fresh(ro)
+    for n in nodes:
+        batch = items(f"post-{n.name}-", 30)
+        cluster.write_many(n, batch)
+        expected.update(batch)
+    cluster.wait_converged([*nodes, ro], expected)
+
+    st = ro.status()
+    leader = cluster.leader()
+    assert st["self"] is None and not st["is_leader"], st
+    assert st["leader"] == leader.addr, st
+    assert leader.status()["readonly_nodes_count"] == 1
+
+
+@pytest.mark.timeout(150)
+def test_20mb_command_from_a_follower_commits_everywhere(cluster: Cluster) -> None:
+    nodes = cluster.start_cluster(3)
+    leader = cluster.wait_leader()
+    follower = followers(cluster, leader)[0]
+    nbytes, seed = 20 * 1000 * 1000 + 17, 20
+    # The value is generated inside the follower's process; only its sha256 travels back.
+    cluster.write(
+        follower, "big", timeout=90.0, gen={"nbytes": nbytes, "seed": seed}, timeout_s=60.0
+    )
+    expected: dict[str, Any] = {"big": digest(gen_bytes(nbytes, seed))}
+    cluster.wait_converged(nodes, expected, timeout=60.0)
+
+    cluster.write(follower, "after-big", "ok")
+    expected["after-big"] = "ok"
+    cluster.wait_converged(nodes, expected, timeout=30.0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_200mb_snapshot_to_a_new_follower(cluster: Cluster) -> None:
+    # fullDumpFile on every node: PySyncObj's file mode (the in-memory mode concatenates the
+    # received chunks quadratically). The third node is started only after compaction, so
+    # that it can only get the state as a ~250 MB snapshot.
+    nodes = cluster.start_cluster(3, start=2, dump=True)
+    running, newcomer = nodes[:2], nodes[2]
+    leader = cluster.wait_leader(running)
+    nbytes, seed = 200 * MiB, 200
+    reply: dict[str, Any] = {}
+
+    def filled() -> bool:
+        reply.update(
+            cluster.leader(timeout=30.0).ctl(
+                "fill", timeout=200.0, name="blob", nbytes=nbytes, seed=seed, timeout_s=180.0
+            )
+        )
+        return bool(reply.get("ok"))
+
+    cluster.wait_until(filled, 400.0, "the 200 MiB fill to commit", observe=lambda: reply)
+    expected: dict[str, Any] = items("small-", 20)
+    cluster.write_many(running[0], expected)
+    expected["blob"] = digest(gen_bytes(nbytes, seed))
+
+    for n in running:
+        n.ctl("force_compaction")
+    cluster.wait_until(
+        lambda: all(n.status()["log_len"] <= 3 for n in running)
+        and all(n.dump is not None and n.dump.exists() for n in running),
+        300.0,
+        "log compaction (a 200 MiB dump) on both running nodes",
+        interval=0.1,
+    )
+
+    cluster.restart(newcomer)
+    target = max(n.status()["commit_idx"] for n in running)
+    cluster.wait_until(
+        lambda: (st := newcomer.status())["snapshots_loaded"] >= 1 and st["last_applied"] >= target,
+        600.0,
+        "the newcomer to load the snapshot",
+        interval=0.1,
+    )
+    cluster.wait_converged(nodes, expected, timeout=120.0)
+    assert newcomer.status()["applied_cmds"] == 0  # everything came with the snapshot
+
+    leader = cluster.leader()
+    report: dict[str, Any] = {"transport": cluster.transport}
+    for role, n in (("sender", leader), ("receiver", newcomer)):
+        report[role] = {
+            "rss": n.ctl("rss"),
+            "transport_stats": n.ctl("transport_stats"),
+        }
+    print("\n200 MiB snapshot transfer report:\n" + json.dumps(report, indent=2))
+
+    for role in ("sender", "receiver"):
+        stats = report[role]["transport_stats"].get("stats") or {}
+        for key in ("peak_outbound_memory_bytes", "peak_inbound_buffered_bytes"):
+            if key in stats:
+                assert stats[key] <= 64 * MiB, f"{role} {key}={stats[key]} > 64 MiB: {report}"

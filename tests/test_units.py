@@ -1,0 +1,182 @@
+"""Pure parts: chunk guard, backoff, addresses, inbox hand-off, configuration."""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any
+
+import pytest
+
+from raftgrpc import ConfigError, TransportConfig
+from raftgrpc.address import grpc_target, split_host_port
+from raftgrpc.backoff import Backoff
+from raftgrpc.guard import ChunkGuard
+from raftgrpc.inbox import Inbox
+
+
+def snap(first: bool, last: bool, data: bytes = b"d") -> dict[str, Any]:
+    return {
+        "type": "append_entries",
+        "term": 1,
+        "commit_index": 1,
+        "serialized": (data, first, last),
+    }
+
+
+def big(transmission: str) -> dict[str, Any]:
+    return {
+        "type": "append_entries",
+        "term": 1,
+        "commit_index": 1,
+        "prevLogIdx": 1,
+        "prevLogTerm": 1,
+        "transmission": transmission,
+        "data": b"c",
+    }
+
+
+def test_guard_admits_whole_transfers() -> None:
+    guard = ChunkGuard()
+    messages = [snap(True, False), snap(False, False), snap(False, True)]
+    messages += [big("start"), big("process"), big("finish")]
+    assert all(guard.admit(m) for m in messages)
+    assert guard.dropped == 0
+
+
+def test_guard_drops_a_transfer_tail_that_started_on_another_stream() -> None:
+    guard = ChunkGuard()  # a new stream: it never saw the first chunks
+    assert not guard.admit(snap(False, False))
+    assert not guard.admit(snap(False, True))
+    assert not guard.admit(big("process"))
+    assert not guard.admit(big("finish"))
+    assert guard.dropped == 4
+    # A restarted transfer is admitted from its first chunk on.
+    assert guard.admit(snap(True, False))
+    assert guard.admit(snap(False, True))
+    assert guard.admit(big("start"))
+    assert guard.admit(big("finish"))
+    # Other messages always pass.
+    assert guard.admit({"type": "request_vote", "term": 1, "last_log_index": 1, "last_log_term": 1})
+    none_snapshot = {"type": "append_entries", "term": 1, "commit_index": 1, "serialized": None}
+    assert guard.admit(none_snapshot)
+
+
+def test_backoff_first_retry_and_cap() -> None:
+    backoff = Backoff(0.05, 2.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(20)]
+    assert delays[0] <= 0.05
+    assert max(delays) <= 2.0
+    assert delays[-1] >= 1.0  # reached the cap region
+    backoff.reset()
+    assert backoff.next_delay() <= 0.05
+
+
+@pytest.mark.parametrize(
+    ("address", "target", "host", "port"),
+    [
+        ("127.0.0.1:4321", "127.0.0.1:4321", "127.0.0.1", 4321),
+        ("localhost:4321", "localhost:4321", "localhost", 4321),
+        ("::1:4321", "[::1]:4321", "::1", 4321),
+        ("[::1]:4321", "[::1]:4321", "::1", 4321),
+        ("[fe80::1]:1", "[fe80::1]:1", "fe80::1", 1),
+    ],
+)
+def test_addresses(address: str, target: str, host: str, port: int) -> None:
+    assert grpc_target(address) == target
+    assert split_host_port(address) == (host, port)
+
+
+@pytest.mark.parametrize("bad", ["4321", "host:", ":4321", "host:port", "host:70000"])
+def test_bad_addresses_are_refused(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        grpc_target(bad)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="keepalive_time_s"):
+        TransportConfig(keepalive_time_s=0)
+    with pytest.raises(ConfigError, match="frame_bytes"):
+        TransportConfig(frame_bytes=10, max_message_bytes=5)
+    assert TransportConfig().keepalive_time_s + TransportConfig().keepalive_timeout_s == 3.0
+
+
+class FakePoller:
+    """The one poller method an Inbox uses, with a real select on the subscribed fd."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[int, Any] = {}
+
+    def subscribe(self, fd: int, callback: Any, _mask: int) -> None:
+        self.callbacks[fd] = callback
+
+    def unsubscribe(self, fd: int) -> None:
+        self.callbacks.pop(fd, None)
+
+    def poll(self, timeout: float) -> None:
+        import select
+
+        ready, _, _ = select.select(list(self.callbacks), [], [], timeout)
+        for fd in ready:
+            self.callbacks[fd](fd, 1)
+
+
+def test_inbox_runs_work_in_order_on_the_polling_thread() -> None:
+    poller = FakePoller()
+    inbox = Inbox(capacity=1 << 20)
+    inbox.attach(poller)
+    ran: list[tuple[int, str]] = []
+    posters = [
+        threading.Thread(
+            target=lambda n=n: [
+                inbox.post(lambda i=i: ran.append((n * 1000 + i, threading.current_thread().name)))
+                for i in range(200)
+            ]
+        )
+        for n in range(3)
+    ]
+    for t in posters:
+        t.start()
+    for t in posters:
+        t.join()
+    while len(ran) < 600:
+        poller.poll(1.0)  # the wake-up byte makes this return at once
+    assert {name for _, name in ran} == {threading.current_thread().name}
+    for n in range(3):
+        mine = [i for i, _ in ran if i // 1000 == n]
+        assert mine == sorted(mine)  # per-poster order kept
+    inbox.close()
+    assert not inbox.post(lambda: None)
+
+
+def test_inbox_blocks_posters_beyond_capacity_and_survives_failing_work() -> None:
+    inbox = Inbox(capacity=100)
+    assert inbox.post(lambda: None, nbytes=80)
+    done = threading.Event()
+
+    def poster() -> None:
+        inbox.post(lambda: None, nbytes=80)
+        done.set()
+
+    thread = threading.Thread(target=poster)
+    thread.start()
+    assert not done.wait(0.2)  # blocked: 160 bytes would exceed 100
+    inbox.post(lambda: 1 / 0)  # a failing callback must not stop the drain
+    inbox.drain()
+    assert done.wait(5)
+    thread.join(5)
+    inbox.drain()
+    assert inbox.meter.current == 0
+    assert inbox.meter.peak <= 100
+    inbox.close()
+
+
+def test_inbox_close_releases_a_blocked_poster() -> None:
+    inbox = Inbox(capacity=10)
+    inbox.post(lambda: None, nbytes=10)
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(inbox.post(lambda: None, nbytes=10)))
+    thread.start()
+    inbox.close()
+    thread.join(5)
+    assert result == [False]
