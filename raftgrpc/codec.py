@@ -17,6 +17,7 @@ is serialized once however it is batched.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate, pairwise, repeat
 from typing import Any
@@ -147,19 +148,18 @@ def _encode_timeout_now(message: Mapping[str, Any], pb: transport_pb2.RaftMessag
     pb.timeout_now.term = _int(message, "term")
 
 
-def _int64_column(values: tuple[Any, ...], what: str) -> tuple[int, ...]:
-    """Return ``values`` as plain ints after checking they are ints within int64.
+def _int64_column(values: tuple[Any, ...], what: str) -> array[int]:
+    """Return ``values`` as a signed 64-bit array, rejecting non-ints and out-of-range ints.
 
-    The common case (all exactly ``int``) costs a few C-level scans and no copy; bools and
-    other ``int`` subclasses are converted, since protobuf rejects bools in integer fields.
+    ``array('q', ...)`` does the type and range checks in one C-level pass, and its items are
+    plain ints even when the input held bools (which protobuf refuses in integer fields).
     """
-    if set(map(type, values)) != {int}:
-        if not all(isinstance(v, int) for v in values):
-            raise CodecError(f"every entry {what} must be an int")
-        values = tuple(map(int, values))
-    if min(values) < _INT64_MIN or max(values) > _INT64_MAX:
-        raise CodecError(f"an entry {what} is outside the int64 range")
-    return values
+    try:
+        return array("q", values)
+    except OverflowError:
+        raise CodecError(f"an entry {what} is outside the int64 range") from None
+    except TypeError:
+        raise CodecError(f"every entry {what} must be an int") from None
 
 
 def _encode_entries(entries: Any, pb_entries: transport_pb2.Entries) -> None:
@@ -169,17 +169,23 @@ def _encode_entries(entries: Any, pb_entries: transport_pb2.Entries) -> None:
     count = len(entries)
     if not count:
         return
-    if set(map(type, entries)) != {tuple} or set(map(len, entries)) != {3}:
+    if set(map(type, entries)) != {tuple}:
         raise CodecError("every entry must be a (bytes data, int index, int term) tuple")
-    datas, indexes, terms = zip(*entries, strict=True)
+    try:
+        # strict=True rejects tuples of different sizes; unpacking rejects a common size != 3.
+        datas, raw_indexes, raw_terms = zip(*entries, strict=True)
+    except ValueError:
+        raise CodecError("every entry must be a (bytes data, int index, int term) tuple") from None
     if set(map(type, datas)) != {bytes}:
         raise CodecError("every entry data must be bytes")
-    indexes = _int64_column(indexes, "index")
-    terms = _int64_column(terms, "term")
+    indexes = _int64_column(raw_indexes, "index")
+    terms = _int64_column(raw_terms, "term")
 
     first = indexes[0]
     pb_entries.first_index = first
-    if indexes != tuple(range(first, first + count)):
+    # Comparing the original tuple is cheaper than comparing arrays; the array has already
+    # vetted its items, and an int-equal bool is as good as the int it equals.
+    if raw_indexes != tuple(range(first, first + count)):
         pb_entries.indexes.extend(indexes)
     pb_entries.lengths.extend(map(len, datas))
     pb_entries.data = b"".join(datas)

@@ -51,14 +51,27 @@ def consecutive_entries(draw: st.DrawFn) -> list[tuple[bytes, int, int]]:
 
 
 arbitrary_entries = st.lists(st.tuples(payload, raft_int, raft_int), max_size=40)
-entries_strategy = st.one_of(st.just([]), consecutive_entries(), arbitrary_entries)
+entries_strategy: st.SearchStrategy[list[tuple[bytes, int, int]]] = st.one_of(
+    st.just([]), consecutive_entries(), arbitrary_entries
+)
 
 
-def _fixed(type_: str, required: dict[str, Any], optional: dict[str, Any] | None = None) -> Any:
-    return st.fixed_dictionaries({"type": st.just(type_), **required}, optional=optional)
+Strategies = dict[str, st.SearchStrategy[Any]]
 
 
-prev = {"term": raft_int, "commit_index": raft_int, "prevLogIdx": raft_int, "prevLogTerm": raft_int}
+def _fixed(
+    type_: str, required: Strategies, optional: Strategies | None = None
+) -> st.SearchStrategy[dict[str, Any]]:
+    mapping: Strategies = {"type": st.just(type_), **required}
+    return st.fixed_dictionaries(mapping, optional=optional or {})
+
+
+prev: Strategies = {
+    "term": raft_int,
+    "commit_index": raft_int,
+    "prevLogIdx": raft_int,
+    "prevLogTerm": raft_int,
+}
 
 request_vote = _fixed(
     "request_vote", {"term": raft_int, "last_log_index": raft_int, "last_log_term": raft_int}
@@ -631,7 +644,7 @@ def test_encode_rejects(message: Any, match: str) -> None:
 
 def test_errors_never_include_payload_bytes() -> None:
     secret = b"SECRET-PAYLOAD"
-    bad = [
+    bad: list[dict[Any, Any]] = [
         {**REGULAR, "entries": [(secret, "1", 1)]},
         {**REGULAR, "entries": [(secret, 1, 1), (secret,)]},
         {**BIG_ENTRY, "data": secret, "transmission": "nope"},
@@ -669,3 +682,13 @@ def test_codec_never_imports_pickle_or_marshal() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported.isdisjoint({"pickle", "marshal", "cPickle", "dill", "shelve"})
+
+
+def test_protobuf_errors_become_codec_errors() -> None:
+    class Stubborn(int):
+        def __int__(self) -> int:
+            raise TypeError("no")
+
+    with pytest.raises(CodecError, match="cannot encode response_vote message") as info:
+        encode_message({"type": "response_vote", "term": Stubborn(1)})
+    assert isinstance(info.value.__cause__, TypeError)
