@@ -67,7 +67,8 @@ class TransportConfig:
     """Longest delay between redials (TCPTransport waits a flat connectionRetryTime, 5 s)."""
 
     handshake_timeout_s: float = 5.0
-    """Time a dialled peer has to answer Hello with Welcome before the attempt is dropped."""
+    """Time a dialled peer has to answer Hello with Welcome, and an accepted stream has to
+    send its Hello, before the stream is cancelled (a silent stream holds a server thread)."""
 
     max_concurrent_streams: int = 64
     """Inbound streams served at once, one thread each; more get RESOURCE_EXHAUSTED. A node

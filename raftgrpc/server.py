@@ -49,9 +49,10 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, detail: str) ->
 class RaftStreamServicer:
     """Serves ``raftgrpc.v1.RaftTransport/Stream`` for one transport."""
 
-    def __init__(self, sink: InboundSink, frame_bytes: int) -> None:
+    def __init__(self, sink: InboundSink, frame_bytes: int, handshake_timeout_s: float) -> None:
         self._sink = sink
         self._frame_bytes = frame_bytes
+        self._handshake_timeout_s = handshake_timeout_s
         self._welcome = pb.StreamResponse(
             welcome=pb.Welcome(protocol_version=PROTOCOL_VERSION, node_id=sink.node_id)
         ).SerializeToString()
@@ -63,10 +64,19 @@ class RaftStreamServicer:
 
     def stream(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         """One inbound stream: Hello, Welcome, then frames until either side ends it."""
+        # Each stream holds a server thread: one that never says Hello must not hold it forever.
+        watchdog = threading.Timer(self._handshake_timeout_s, context.cancel)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             raw = next(requests)
         except StopIteration:
             return
+        except grpc.RpcError:
+            logger.warning("raftgrpc: no Hello from %s in time, stream cancelled", context.peer())
+            return
+        finally:
+            watchdog.cancel()
         peer = self._handshake(raw, context)
         link = self._sink.open_inbound(peer)
         try:

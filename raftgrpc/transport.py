@@ -85,7 +85,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._inbox = Inbox(self._config.inbound_buffer_bytes)
         self._inbox.attach(syncObj._poller)
         syncObj.addOnTickCallback(self._inbox.drain)
-        self._servicer = RaftStreamServicer(self, self._config.frame_bytes)
+        self._servicer = RaftStreamServicer(
+            self, self._config.frame_bytes, self._config.handshake_timeout_s
+        )
         self._server: grpc.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._ready = selfNode is None

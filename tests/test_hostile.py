@@ -30,7 +30,9 @@ class Target:
     def __init__(self) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self.partner = f"127.0.0.1:{free_port()}"
-        config = TransportConfig(max_message_bytes=1 << 20, frame_bytes=256 << 10)
+        config = TransportConfig(
+            max_message_bytes=1 << 20, frame_bytes=256 << 10, handshake_timeout_s=0.5
+        )
         self.node = SyncObj(
             self.address,
             [self.partner],
@@ -201,3 +203,22 @@ def test_an_oversize_frame_is_refused_with_resource_exhausted(target: Target) ->
     _, code, _ = run_stream(target, [hello(target.partner), frame(VOTE)])
     assert code == grpc.StatusCode.OK
     wait_until(lambda: target.received, 5, "the valid message after the oversize one")
+
+
+def test_a_stream_that_never_says_hello_is_cancelled(target: Target) -> None:
+    silent = threading.Event()
+
+    def nothing() -> Iterator[bytes]:
+        silent.wait(20)
+        return
+        yield b""
+
+    call = target.channel.stream_stream(STREAM_METHOD)(nothing(), timeout=20)
+    with pytest.raises(grpc.RpcError) as failure:
+        next(call)
+    silent.set()
+    assert failure.value.code() == grpc.StatusCode.CANCELLED
+    assert target.received == []
+    _, code, _ = run_stream(target, [hello(target.partner), frame(VOTE)])
+    assert code == grpc.StatusCode.OK
+    wait_until(lambda: target.received, 5, "a valid stream after the silent one")
