@@ -51,14 +51,21 @@ class TransportConfig:
     """Bytes of received messages waiting for the tick thread. Receivers stop reading while it
     is full, so a slow tick thread pushes back on senders through HTTP/2 flow control."""
 
-    keepalive_time_s: float = 1.0
-    """Interval of HTTP/2 keepalive pings on idle connections (both sides allow it)."""
+    liveness_timeout_s: float = 3.0
+    """A stream on which nothing arrived for this long is closed and its peer reported through
+    ``onNodeDisconnected``; each side sends a Pulse after a third of it without traffic. So a
+    hung or cut-off peer is reported within 3 s plus at most 0.25 s of monitoring delay
+    (TCPTransport's connectionTimeout is 3.5 s). A crashed process on a reachable host is
+    reported at once: its kernel resets the connection."""
 
-    keepalive_timeout_s: float = 2.0
-    """A ping unanswered this long marks the connection dead. A silent peer is thus reported
-    through ``onNodeDisconnected`` within keepalive_time_s + keepalive_timeout_s (3 s with the
-    defaults, TCPTransport's connectionTimeout is 3.5 s); a crashed process on a reachable host
-    is reported at once, since its kernel resets the connection."""
+    keepalive_time_s: float = 10.0
+    """Interval of HTTP/2 keepalive pings (both sides configured to send and accept them).
+    They keep idle connections through middleboxes and find dead connections below the
+    streams; they cannot find a hung peer while this side writes (gRPC then skips its pings),
+    which is why liveness_timeout_s exists."""
+
+    keepalive_timeout_s: float = 5.0
+    """An HTTP/2 ping unanswered this long closes the connection."""
 
     reconnect_initial_s: float = 0.05
     """First delay before redialling a peer after a failure; doubles up to reconnect_max_s."""

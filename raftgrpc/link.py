@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,10 +15,20 @@ from raftgrpc.guard import ChunkGuard
 from raftgrpc.outbox import Outbox
 from raftgrpc.v1 import transport_pb2 as pb
 
-__all__ = ["PROTOCOL_VERSION", "FrameError", "Link", "read_frames"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "PULSE_REQUEST",
+    "PULSE_RESPONSE",
+    "FrameError",
+    "Link",
+    "read_frames",
+]
 
 PROTOCOL_VERSION = 1
 """Wire protocol version sent in Hello and Welcome."""
+
+PULSE_REQUEST = pb.StreamRequest(pulse=pb.Pulse()).SerializeToString()
+PULSE_RESPONSE = pb.StreamResponse(pulse=pb.Pulse()).SerializeToString()
 
 _ids = itertools.count(1)
 
@@ -29,18 +40,23 @@ class FrameError(Exception):
 class Link:
     """One stream to or from a peer.
 
-    ``outbox`` holds what is waiting to be sent on it (None for a stream that only receives).
-    A link is *broken* once its stream failed or was reset; it is never reused: the next
-    stream to the same peer is a new link, so nothing queued for a broken stream can leak
-    onto its successor.
+    ``outbox`` holds what is waiting to be sent on it. A link is *broken* once its stream
+    failed or was reset; it is never reused: the next stream to the same peer is a new link,
+    so nothing queued for a broken stream can leak onto its successor. ``last_seen`` is the
+    monotonic time anything last arrived on it (see :mod:`raftgrpc.liveness`).
     """
 
-    def __init__(self, peer: Any, outbox: Outbox | None) -> None:
+    def __init__(self, peer: Any, outbox: Outbox) -> None:
         self.id = next(_ids)
         self.peer = peer
         self.outbox = outbox
+        self.last_seen = time.monotonic()
         self._broken = threading.Event()
         self._cancel: Callable[[], Any] | None = None
+
+    def touch(self) -> None:
+        """Record that something arrived on this stream."""
+        self.last_seen = time.monotonic()
 
     @property
     def broken(self) -> bool:
@@ -52,10 +68,13 @@ class Link:
         self._cancel = cancel
 
     def break_(self) -> None:
-        """Mark broken, drop what is queued, and tear the stream down. Idempotent."""
+        """Mark broken and drop what is queued; the sending side then ends. Idempotent."""
         self._broken.set()
-        if self.outbox is not None:
-            self.outbox.close()
+        self.outbox.close()
+
+    def cancel(self) -> None:
+        """Break the link and cancel the RPC under it at once. Idempotent."""
+        self.break_()
         cancel = self._cancel
         if cancel is not None:
             cancel()
@@ -65,24 +84,30 @@ class Link:
 
 
 def read_frames(
+    link: Link,
     raw_messages: Iterable[bytes],
     parse: Callable[[bytes], pb.StreamRequest | pb.StreamResponse],
     deliver: Callable[[list[dict[str, Any]], int], bool],
 ) -> int:
-    """Decode every frame of a stream and hand its messages to ``deliver``.
+    """Decode every frame of ``link``'s stream and hand its messages to ``deliver``.
 
-    ``deliver(messages, nbytes)`` returns False to stop reading. Continuation chunks whose
-    transfer did not start on this stream are dropped (see :mod:`raftgrpc.guard`). Returns
-    the number of messages dropped that way. Raises :class:`FrameError` for anything that is
-    not a frame of well-formed messages; nothing of such a frame is delivered.
+    ``deliver(messages, nbytes)`` returns False to stop reading. Pulses only refresh the
+    link's ``last_seen``. Continuation chunks whose transfer did not start on this stream
+    are dropped (see :mod:`raftgrpc.guard`); returns how many. Raises :class:`FrameError`
+    for anything that is not a frame of well-formed messages; nothing of such a frame is
+    delivered.
     """
     guard = ChunkGuard()
     for raw in raw_messages:
+        link.last_seen = time.monotonic()
         try:
             envelope = parse(raw)
         except DecodeError as exc:
             raise FrameError(f"malformed frame ({len(raw)} bytes): {exc}") from exc
-        if envelope.WhichOneof("kind") != "frame":
+        kind = envelope.WhichOneof("kind")
+        if kind == "pulse":
+            continue
+        if kind != "frame":
             raise FrameError("expected a frame, got a handshake message")
         try:
             messages = codec.decode_frame_messages(envelope.frame)

@@ -12,7 +12,8 @@ from google.protobuf.message import DecodeError
 
 from raftgrpc import codec
 from raftgrpc.backoff import Backoff
-from raftgrpc.link import FrameError, Link, read_frames
+from raftgrpc.link import PULSE_REQUEST, FrameError, Link, read_frames
+from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.outbox import Outbox
 from raftgrpc.server import STREAM_METHOD
 from raftgrpc.v1 import transport_pb2 as pb
@@ -55,8 +56,10 @@ class PeerStream:
         new_outbox: Callable[[], Outbox],
         events: PeerEvents,
         backoff: Backoff,
+        monitor: LivenessMonitor,
         frame_bytes: int,
         handshake_timeout_s: float,
+        pulse_interval_s: float,
     ) -> None:
         self.peer = peer
         self.target = target
@@ -72,6 +75,8 @@ class PeerStream:
         self._backoff = backoff
         self._frame_bytes = frame_bytes
         self._handshake_timeout_s = handshake_timeout_s
+        self._monitor = monitor
+        self._pulse_interval_s = pulse_interval_s
         self._stop = threading.Event()
         self._current: Link | None = None
         self._thread = threading.Thread(
@@ -87,7 +92,7 @@ class PeerStream:
         self._stop.set()
         link = self._current
         if link is not None:
-            link.break_()
+            link.cancel()
         self._channel.close()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -100,10 +105,13 @@ class PeerStream:
     def _requests(self, outbox: Outbox) -> Iterator[bytes]:
         yield self._hello
         while True:
-            items = outbox.take(self._frame_bytes, None)
-            if not items:
+            items = outbox.take(self._frame_bytes, self._pulse_interval_s)
+            if items:
+                yield codec.request_frame_bytes(items)
+            elif outbox.closed:
                 return
-            yield codec.request_frame_bytes(items)
+            else:
+                yield PULSE_REQUEST
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -113,7 +121,6 @@ class PeerStream:
 
     def _attempt(self) -> None:
         link = Link(self.peer, self._new_outbox())
-        assert link.outbox is not None
         try:
             call: Any = self._call_stream(self._requests(link.outbox))
         except ValueError:  # the channel was closed by stop()
@@ -122,7 +129,7 @@ class PeerStream:
         link.set_canceller(call.cancel)
         self._current = link
         if self._stop.is_set():  # stop() may have run before _current was set
-            link.break_()
+            link.cancel()
         watchdog = threading.Timer(self._handshake_timeout_s, call.cancel)
         watchdog.daemon = True
         watchdog.start()
@@ -135,8 +142,10 @@ class PeerStream:
             established = True
             self._backoff.reset()
             logger.info("raftgrpc: stream to %s established", self.target)
+            self._monitor.watch(link)
             self._events.established(link)
             dropped = read_frames(
+                link,
                 call,
                 pb.StreamResponse.FromString,
                 lambda messages, nbytes: self._events.deliver(link, messages, nbytes),
@@ -151,7 +160,8 @@ class PeerStream:
             logger.warning("raftgrpc: closing stream to %s: %s", self.target, exc)
         finally:
             watchdog.cancel()
-            link.break_()
+            self._monitor.unwatch(link)
+            link.cancel()
             self._current = None
             if established:
                 logger.info("raftgrpc: stream to %s lost", self.target)

@@ -11,7 +11,8 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from raftgrpc import codec
-from raftgrpc.link import PROTOCOL_VERSION, FrameError, Link, read_frames
+from raftgrpc.link import PROTOCOL_VERSION, PULSE_RESPONSE, FrameError, Link, read_frames
+from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = ["SERVICE_NAME", "STREAM_METHOD", "InboundSink", "RaftStreamServicer"]
@@ -47,12 +48,28 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, detail: str) ->
 
 
 class RaftStreamServicer:
-    """Serves ``raftgrpc.v1.RaftTransport/Stream`` for one transport."""
+    """Serves ``raftgrpc.v1.RaftTransport/Stream`` for one transport.
 
-    def __init__(self, sink: InboundSink, frame_bytes: int, handshake_timeout_s: float) -> None:
+    Each accepted stream gets two threads: gRPC's handler thread sends (the Welcome, then
+    frames to a read-only peer, or a Pulse after each idle ``pulse_interval_s``), and a reader
+    thread delivers the frames the peer sends.
+    """
+
+    def __init__(
+        self,
+        sink: InboundSink,
+        monitor: LivenessMonitor,
+        frame_bytes: int,
+        handshake_timeout_s: float,
+        pulse_interval_s: float,
+    ) -> None:
         self._sink = sink
+        self._monitor = monitor
         self._frame_bytes = frame_bytes
         self._handshake_timeout_s = handshake_timeout_s
+        self._pulse_interval_s = pulse_interval_s
+        self._active: set[Link] = set()
+        self._active_lock = threading.Lock()
         self._welcome = pb.StreamResponse(
             welcome=pb.Welcome(protocol_version=PROTOCOL_VERSION, node_id=sink.node_id)
         ).SerializeToString()
@@ -61,6 +78,13 @@ class RaftStreamServicer:
         """The generic handler to add to a ``grpc.Server``; frames travel as raw bytes."""
         method = grpc.stream_stream_rpc_method_handler(self.stream)
         return grpc.method_handlers_generic_handler(SERVICE_NAME, {"Stream": method})
+
+    def close_all(self) -> None:
+        """End every accepted stream (their handlers return at once)."""
+        with self._active_lock:
+            links = list(self._active)
+        for link in links:
+            link.break_()
 
     def stream(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         """One inbound stream: Hello, Welcome, then frames until either side ends it."""
@@ -79,14 +103,38 @@ class RaftStreamServicer:
             watchdog.cancel()
         peer = self._handshake(raw, context)
         link = self._sink.open_inbound(peer)
+        link.set_canceller(context.cancel)
+        failure: list[str] = []
+        reader = threading.Thread(
+            target=self._read,
+            args=(requests, link, failure),
+            name="raftgrpc-stream-reader",
+            daemon=True,
+        )
+        with self._active_lock:
+            self._active.add(link)
         try:
             yield self._welcome
-            if peer is not None:
-                self._read(requests, link, context)
-            else:
-                yield from self._serve_read_only(requests, link, context)
+            self._monitor.watch(link)
+            reader.start()
+            outbox = link.outbox
+            while True:
+                items = outbox.take(self._frame_bytes, self._pulse_interval_s)
+                if items:
+                    yield codec.response_frame_bytes(items)
+                elif outbox.closed:
+                    break
+                else:
+                    yield PULSE_RESPONSE
         finally:
+            self._monitor.unwatch(link)
+            with self._active_lock:
+                self._active.discard(link)
+            link.break_()
             self._sink.close_inbound(link)
+        # The reader records a failure before it breaks the link, so it is visible here.
+        if failure:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, failure[0])
 
     def _handshake(self, raw: bytes, context: grpc.ServicerContext) -> Any | None:
         try:
@@ -117,52 +165,17 @@ class RaftStreamServicer:
             )
         return member
 
-    def _read(self, requests: Iterator[bytes], link: Link, context: grpc.ServicerContext) -> None:
+    def _read(self, requests: Iterator[bytes], link: Link, failure: list[str]) -> None:
         try:
             read_frames(
+                link,
                 requests,
                 pb.StreamRequest.FromString,
                 lambda messages, nbytes: self._sink.deliver(link, messages, nbytes),
             )
         except FrameError as exc:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            failure.append(str(exc))
         except grpc.RpcError:
-            return  # the peer went away; the caller ends the stream
-
-    def _serve_read_only(
-        self, requests: Iterator[bytes], link: Link, context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
-        # A read-only node has no server: the cluster answers on the stream it opened, so
-        # this handler both sends (here) and reads (on a helper thread).
-        outbox = link.outbox
-        assert outbox is not None
-        failure: list[str] = []
-
-        def read() -> None:
-            try:
-                read_frames(
-                    requests,
-                    pb.StreamRequest.FromString,
-                    lambda messages, nbytes: self._sink.deliver(link, messages, nbytes),
-                )
-            except FrameError as exc:
-                failure.append(str(exc))
-            except grpc.RpcError:
-                pass
-            finally:
-                link.break_()
-
-        context.add_callback(link.break_)
-        reader = threading.Thread(target=read, name="raftgrpc-readonly-reader", daemon=True)
-        reader.start()
-        try:
-            while True:
-                items = outbox.take(self._frame_bytes, None)
-                if not items:
-                    break
-                yield codec.response_frame_bytes(items)
+            pass  # the peer went away or the stream was cancelled
         finally:
             link.break_()
-        # The reader records a failure before it breaks the link, so it is visible here.
-        if failure:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, failure[0])

@@ -19,6 +19,7 @@ from raftgrpc.backoff import Backoff
 from raftgrpc.config import TransportConfig
 from raftgrpc.inbox import Inbox
 from raftgrpc.link import PROTOCOL_VERSION, Link
+from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.meter import ByteMeter
 from raftgrpc.outbox import Outbox
 from raftgrpc.peer import PeerEvents, PeerStream
@@ -85,8 +86,14 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._inbox = Inbox(self._config.inbound_buffer_bytes)
         self._inbox.attach(syncObj._poller)
         syncObj.addOnTickCallback(self._inbox.drain)
+        self._monitor = LivenessMonitor(self._config.liveness_timeout_s, self.node_id or "ro")
+        self._monitor.start()
         self._servicer = RaftStreamServicer(
-            self, self._config.frame_bytes, self._config.handshake_timeout_s
+            self,
+            self._monitor,
+            self._config.frame_bytes,
+            self._config.handshake_timeout_s,
+            self._pulse_interval_s,
         )
         self._server: grpc.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -169,8 +176,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                 deliver=self.deliver,
             ),
             backoff=Backoff(self._config.reconnect_initial_s, self._config.reconnect_max_s),
+            monitor=self._monitor,
             frame_bytes=self._config.frame_bytes,
             handshake_timeout_s=self._config.handshake_timeout_s,
+            pulse_interval_s=self._pulse_interval_s,
         )
         peer.stream = stream
         self._peers[node] = peer
@@ -182,7 +191,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if peer is None:
             peer = self._readonly.get(node)
             if peer is not None and peer.link is not None:
-                peer.link.break_()
+                peer.link.cancel()
                 self._disconnected(peer, peer.link)
             return
         self._members.pop(node.id, None)
@@ -213,7 +222,6 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             logger.error("raftgrpc: cannot encode a message for %s: %s", node, exc)
             return False
         outbox = link.outbox
-        assert outbox is not None
         if not outbox.put(data):
             if not link.broken:
                 logger.warning(
@@ -221,7 +229,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                     node,
                     outbox.spilled_bytes_total,
                 )
-            link.break_()
+            link.cancel()
             self._disconnected(peer, link)
             return False
         return True
@@ -244,9 +252,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         streams += self._retired
         for stream in streams:
             stream.stop(timeout=0)
-        for peer in list(self._readonly.values()):
-            if peer.link is not None:
-                peer.link.break_()
+        # End accepted streams first: their handlers then return at once instead of holding
+        # server.stop() for the whole grace period.
+        self._servicer.close_all()
         self._inbox.close()
         if self._server is not None:
             self._server.stop(self._config.shutdown_grace_s).wait()
@@ -257,6 +265,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         deadline = time.monotonic() + 5.0
         for stream in streams:
             stream.stop(timeout=max(0.0, deadline - time.monotonic()))
+        self._monitor.stop()
         self._peers.clear()
         self._readonly.clear()
         self._members.clear()
@@ -286,7 +295,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def open_inbound(self, peer: Any | None) -> Link:
         """Register an inbound stream; ``peer`` None is a new read-only follower."""
         if peer is not None:
-            link = Link(peer, None)
+            link = Link(peer, self._new_outbox())
             self._post(lambda: self._on_inbound_open(link))
             return link
         with self._readonly_ids_lock:
@@ -371,6 +380,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._onNodeDisconnected(node)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    @property
+    def _pulse_interval_s(self) -> float:
+        return self._config.liveness_timeout_s / 3
 
     def _post(self, work: Any) -> None:
         self._inbox.post(work)

@@ -98,7 +98,7 @@ def test_config_validation() -> None:
         TransportConfig(keepalive_time_s=0)
     with pytest.raises(ConfigError, match="frame_bytes"):
         TransportConfig(frame_bytes=10, max_message_bytes=5)
-    assert TransportConfig().keepalive_time_s + TransportConfig().keepalive_timeout_s == 3.0
+    assert TransportConfig().liveness_timeout_s == 3.0
 
 
 class FakePoller:

@@ -48,9 +48,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 @pytest.fixture
-def cluster(
-    transport: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Cluster]:
+def cluster(transport: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     c = Cluster(transport, tmp_path)
     yield c
     rep = getattr(request.node, "rep_call", None)

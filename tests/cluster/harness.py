@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -61,9 +62,12 @@ def digest(value: bytes | str) -> dict[str, Any]:
 
 
 def gen_bytes(nbytes: int, seed: int) -> bytes:
-    import random
-
     return random.Random(seed).randbytes(nbytes)
+
+
+def gen_text(nchars: int, seed: int) -> str:
+    """Deterministic ASCII text (hex digits); node.py builds the same."""
+    return random.Random(seed).randbytes((nchars + 1) // 2).hex()[:nchars]
 
 
 class CtlError(Exception):
@@ -243,7 +247,9 @@ class Cluster:
                     return node
             if time.monotonic() > deadline:
                 self.kill(node)
-                raise AssertionError(f"{node.name} not ready in {ready_timeout}s:\n{node.log_tail()}")
+                raise AssertionError(
+                    f"{node.name} not ready in {ready_timeout}s:\n{node.log_tail()}"
+                )
             time.sleep(0.02)
 
     def start_fresh(self, node: NodeProc, attempts: int = 5) -> NodeProc:
@@ -375,7 +381,7 @@ class Cluster:
             except (CtlError, AssertionError, KeyError) as e:
                 last = f"{type(e).__name__}: {e}"
             if time.monotonic() >= deadline:
-                observed = observe() if observe is not None else last
+                observed = last if observe is None else {"observed": observe(), "last": last}
                 raise AssertionError(
                     f"timed out after {timeout:.1f}s waiting for {what}\n"
                     f"last observed: {observed!r}\ncluster:\n{self.summary()}"
@@ -414,10 +420,26 @@ class Cluster:
                 return leader
             return None
 
-        return self.wait_until(agreed, timeout, f"one agreed leader among {[n.name for n in group]}")
+        return self.wait_until(
+            agreed, timeout, f"one agreed leader among {[n.name for n in group]}"
+        )
 
-    def leader(self, timeout: float = 30.0) -> NodeProc:
-        return self.wait_leader(timeout=timeout)
+    def leader(self, nodes: Iterable[NodeProc] | None = None, timeout: float = 30.0) -> NodeProc:
+        """The node that claims leadership with a quorum (the highest term wins if, briefly,
+        a deposed leader still claims it); unlike wait_leader, nodes that do not know the
+        leader (a joining node, a read-only node) do not hold this up."""
+        group = self.alive_nodes() if nodes is None else list(nodes)
+
+        def claimed() -> NodeProc | None:
+            best: tuple[int, NodeProc] | None = None
+            for n in group:
+                st = n.try_status()
+                claims = bool(st and st.get("is_leader") and st.get("has_quorum"))
+                if st and claims and (best is None or st["raft_term"] > best[0]):
+                    best = (st["raft_term"], n)
+            return None if best is None else best[1]
+
+        return self.wait_until(claimed, timeout, "a node to claim leadership with a quorum")
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -427,8 +449,9 @@ class Cluster:
         """A synchronous, idempotent set through ``node``; retried while the cluster settles."""
         deadline = time.monotonic() + timeout
         last: Any = None
+        cap = float(extra.pop("timeout_s", 20.0))
         while time.monotonic() < deadline:
-            per_try = max(1.0, min(20.0, deadline - time.monotonic()))
+            per_try = max(1.0, min(cap, deadline - time.monotonic()))
             try:
                 reply = node.ctl(
                     "set", timeout=per_try + 5.0, key=key, value=value, timeout_s=per_try, **extra
@@ -455,7 +478,9 @@ class Cluster:
         while pending and time.monotonic() < deadline:
             per_try = max(1.0, min(20.0, deadline - time.monotonic()))
             try:
-                reply = node.ctl("set_many", timeout=per_try + 5.0, items=pending, timeout_s=per_try)
+                reply = node.ctl(
+                    "set_many", timeout=per_try + 5.0, items=pending, timeout_s=per_try
+                )
             except CtlError as e:
                 last = str(e)
                 time.sleep(0.05)

@@ -63,8 +63,19 @@ def digest(value: bytes | str) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(raw).hexdigest(), "len": len(raw)}
 
 
+def is_big(value: Any) -> bool:
+    return isinstance(value, bytes | bytearray) or (
+        isinstance(value, str) and len(value) >= BIG_VALUE
+    )
+
+
 def gen_bytes(nbytes: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(nbytes)
+
+
+def gen_text(nchars: int, seed: int) -> str:
+    """Deterministic ASCII text (hex digits)."""
+    return random.Random(seed).randbytes((nchars + 1) // 2).hex()[:nchars]
 
 
 def jsonable(v: Any) -> Any:
@@ -205,7 +216,8 @@ class Node:
         value: Any = req.get("value")
         gen = req.get("gen")
         if gen is not None:  # a big value built here, so that the control socket stays small
-            value = gen_bytes(int(gen["nbytes"]), int(gen["seed"]))
+            make = gen_text if gen.get("kind") == "text" else gen_bytes
+            value = make(int(gen["nbytes"]), int(gen["seed"]))
         key = req["key"]
         timeout = float(req.get("timeout_s", 10.0))
         return self._sync(lambda w: self.kv.set(key, value, callback=w), timeout)
@@ -236,7 +248,7 @@ class Node:
         if key not in self.kv.data:
             return {"ok": True, "found": False}
         value = self.kv.data[key]
-        if isinstance(value, bytes | bytearray) or (isinstance(value, str) and len(value) >= BIG_VALUE):
+        if is_big(value):
             value = digest(value)
         return {"ok": True, "found": True, "value": value}
 
@@ -247,7 +259,7 @@ class Node:
         for k, v in snapshot.items():
             if prefix is not None and not str(k).startswith(prefix):
                 continue
-            if isinstance(v, bytes | bytearray) or (isinstance(v, str) and len(v) >= BIG_VALUE):
+            if is_big(v):
                 out[k] = digest(v)
             else:
                 out[k] = jsonable(v)
@@ -418,9 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readonly", action="store_true")
     p.add_argument("--batch", type=int, choices=[0, 1], default=1)
     p.add_argument("--dynamic", action="store_true")
-    p.add_argument(
-        "--conf", action="append", default=[], help="extra SyncObjConf key=<json value>"
-    )
+    p.add_argument("--conf", action="append", default=[], help="extra SyncObjConf key=<json value>")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     args.partners = [x for x in args.partners.split(",") if x]

@@ -9,10 +9,13 @@ transport, ``-m slow`` for the 200 MB snapshot transfer, ``-s`` to see its memor
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from typing import Any
 
 import pytest
-from harness import Cluster, NodeProc, digest, gen_bytes
+from harness import Cluster, NodeProc, digest, gen_bytes, gen_text
 
 MiB = 1 << 20
 
@@ -217,12 +220,18 @@ def test_20mb_command_from_a_follower_commits_everywhere(cluster: Cluster) -> No
     nodes = cluster.start_cluster(3)
     leader = cluster.wait_leader()
     follower = followers(cluster, leader)[0]
-    nbytes, seed = 20 * 1000 * 1000 + 17, 20
     # The value is generated inside the follower's process; only its sha256 travels back.
-    cluster.write(
-        follower, "big", timeout=90.0, gen={"nbytes": nbytes, "seed": seed}, timeout_s=60.0
-    )
-    expected: dict[str, Any] = {"big": digest(gen_bytes(nbytes, seed))}
+    # It is ASCII text, not random bytes: PySyncObj 0.3.17 sends an entry this big in
+    # appendEntriesBatchSizeBytes chunks and marks the chunk where len(command) ends as
+    # 'finish', although the *pickled entry* it splits is longer. Protocol-2 pickling inflates
+    # bytes >= 0x80 (latin-1 str -> UTF-8), so for a random-bytes value the follower tries to
+    # unpickle a truncated entry (EOFError in the tick thread) and the entry never commits,
+    # whatever the transport. With ASCII the pickled entry is only a few bytes longer than
+    # the command; 20_000_000 keeps its end far (~11 KB) from a 64 KiB chunk boundary.
+    nbytes, seed = 20_000_000, 20
+    gen = {"nbytes": nbytes, "seed": seed, "kind": "text"}
+    cluster.write(follower, "big", timeout=90.0, gen=gen, timeout_s=60.0)
+    expected: dict[str, Any] = {"big": digest(gen_text(nbytes, seed))}
     cluster.wait_converged(nodes, expected, timeout=60.0)
 
     cluster.write(follower, "after-big", "ok")
@@ -232,11 +241,28 @@ def test_20mb_command_from_a_follower_commits_everywhere(cluster: Cluster) -> No
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_200mb_snapshot_to_a_new_follower(cluster: Cluster) -> None:
+def test_200mb_snapshot_to_a_new_follower(cluster: Cluster, request: pytest.FixtureRequest) -> None:
+    if cluster.transport == "tcp":
+        # Observed with PySyncObj 0.3.17's TCPTransport (with the longer timeouts below, term
+        # stays 1): the received dump is exactly one 64 KiB chunk short, "failed to load full
+        # dump" (CRC check failed / invalid block type), and the leader resends it forever.
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="TCPTransport reference loses a 64 KiB snapshot chunk at this size",
+                strict=False,
+            )
+        )
     # fullDumpFile on every node: PySyncObj's file mode (the in-memory mode concatenates the
     # received chunks quadratically). The third node is started only after compaction, so
     # that it can only get the state as a ~250 MB snapshot.
-    nodes = cluster.start_cluster(3, start=2, dump=True)
+    # TCPTransport buffers without bound and copies its whole buffers on every send/receive;
+    # pushing ~250 MB through it stalls tick threads past the default election timeouts and
+    # every resulting leader change restarts the transfer (livelock, term > 70 seen with the
+    # defaults). The reference run therefore gets longer Raft timeouts; grpc keeps defaults.
+    conf: dict[str, Any] = {}
+    if cluster.transport == "tcp":
+        conf = {"raftMinTimeout": 5.0, "raftMaxTimeout": 10.0, "connectionTimeout": 15.0}
+    nodes = cluster.start_cluster(3, start=2, dump=True, conf=conf)
     running, newcomer = nodes[:2], nodes[2]
     leader = cluster.wait_leader(running)
     nbytes, seed = 200 * MiB, 200
@@ -258,8 +284,10 @@ def test_200mb_snapshot_to_a_new_follower(cluster: Cluster) -> None:
     for n in running:
         n.ctl("force_compaction")
     cluster.wait_until(
-        lambda: all(n.status()["log_len"] <= 3 for n in running)
-        and all(n.dump is not None and n.dump.exists() for n in running),
+        lambda: (
+            all(n.status()["log_len"] <= 3 for n in running)
+            and all(n.dump is not None and n.dump.exists() for n in running)
+        ),
         300.0,
         "log compaction (a 200 MiB dump) on both running nodes",
         interval=0.1,
@@ -269,7 +297,7 @@ def test_200mb_snapshot_to_a_new_follower(cluster: Cluster) -> None:
     target = max(n.status()["commit_idx"] for n in running)
     cluster.wait_until(
         lambda: (st := newcomer.status())["snapshots_loaded"] >= 1 and st["last_applied"] >= target,
-        600.0,
+        300.0,
         "the newcomer to load the snapshot",
         interval=0.1,
     )
@@ -290,3 +318,35 @@ def test_200mb_snapshot_to_a_new_follower(cluster: Cluster) -> None:
         for key in ("peak_outbound_memory_bytes", "peak_inbound_buffered_bytes"):
             if key in stats:
                 assert stats[key] <= 64 * MiB, f"{role} {key}={stats[key]} > 64 MiB: {report}"
+
+
+@pytest.mark.timeout(90)
+def test_a_silent_follower_is_reported_disconnected_within_the_documented_bound(
+    cluster: Cluster,
+) -> None:
+    """SIGSTOP keeps the follower's sockets open but silent: only liveness checks can see it.
+
+    Documented bounds: GrpcTransport keepalive_time_s + keepalive_timeout_s = 3 s;
+    TCPTransport connectionTimeout = 3.5 s. One second of slack for polling and scheduling.
+    """
+    nodes = cluster.start_cluster(3)
+    leader = cluster.wait_leader()
+    victim = followers(cluster, leader)[0]
+    key = f"partner_node_status_server_{victim.addr}"
+    assert leader.status()[key] == 2
+    assert victim.proc is not None
+    os.kill(victim.proc.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        cluster.wait_until(lambda: leader.status()[key] == 0, 10.0, f"{victim.name} disconnected")
+        elapsed = time.monotonic() - stopped
+        print(f"\n{cluster.transport}: silent follower reported disconnected after {elapsed:.2f} s")
+        bound = 3.0 if cluster.transport == "grpc" else 3.5
+        assert elapsed < bound + 1.0
+        # Two of three still commit.
+        cluster.write(leader, "while-silent", 1)
+    finally:
+        os.kill(victim.proc.pid, signal.SIGCONT)
+    # Once it speaks again it is reconnected and catches up.
+    cluster.wait_until(lambda: leader.status()[key] == 2, 15.0, f"{victim.name} reconnected")
+    cluster.wait_converged(nodes, {"while-silent": 1}, prefix="while-")
