@@ -1,0 +1,211 @@
+"""GrpcTransport on its own, hosted by a minimal stand-in for SyncObj's tick loop.
+
+The host owns what SyncObj gives a transport (its real poller and SyncObjConf, tick
+callbacks) and records every callback, so the tests can hold the tick thread still and look
+at exactly what the transport tells SyncObj, and when.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pysyncobj import SyncObjConf
+from pysyncobj.node import TCPNode
+from pysyncobj.poller import createPoller
+
+from raftgrpc import GrpcTransport, TransportConfig
+from tests.helpers import free_port, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Host:
+    """Stands in for SyncObj: ticks on demand and records the transport's callbacks."""
+
+    def __init__(self, me: str | None, others: list[str], config: TransportConfig) -> None:
+        self.conf = SyncObjConf()
+        self._poller = createPoller("auto")
+        self._tick_callbacks: list[Any] = []
+        self.events: list[tuple[str, str]] = []
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.tick_thread: threading.Thread | None = None
+        self.node = TCPNode(me) if me else None
+        self.transport = GrpcTransport(self, self.node, [TCPNode(o) for o in others], config=config)
+        t = self.transport
+        t.setOnNodeConnectedCallback(lambda n: self._event("connected", n))
+        t.setOnNodeDisconnectedCallback(lambda n: self._event("disconnected", n))
+        t.setOnReadonlyNodeConnectedCallback(lambda n: self._event("ro-connected", n))
+        t.setOnReadonlyNodeDisconnectedCallback(lambda n: self._event("ro-disconnected", n))
+        t.setOnMessageReceivedCallback(self._message)
+        while not t.ready:
+            t.tryGetReady()
+
+    # the parts of SyncObj a transport uses
+    def addOnTickCallback(self, cb: Any) -> None:  # noqa: N802 - PySyncObj's name
+        self._tick_callbacks.append(cb)
+
+    def removeOnTickCallback(self, cb: Any) -> None:  # noqa: N802 - PySyncObj's name
+        self._tick_callbacks.remove(cb)
+
+    def _event(self, kind: str, node: Any) -> None:
+        self._check_thread()
+        self.events.append((kind, node.id))
+
+    def _message(self, node: Any, message: dict[str, Any]) -> None:
+        self._check_thread()
+        self.messages.append((node.id, message))
+
+    def _check_thread(self) -> None:
+        assert threading.current_thread() is self.tick_thread, "callback off the tick thread"
+
+    def tick(self, timeout: float = 0.01) -> None:
+        self.tick_thread = threading.current_thread()
+        for cb in list(self._tick_callbacks):
+            cb()
+        self._poller.poll(timeout)
+
+    def tick_until(self, predicate: Any, timeout: float, what: str) -> None:
+        def step() -> Any:
+            self.tick()
+            return predicate()
+
+        wait_until(step, timeout, what)
+
+
+@pytest.fixture
+def hosts() -> Iterator[list[Host]]:
+    made: list[Host] = []
+    yield made
+    for h in made:
+        h.tick_thread = threading.current_thread()
+        h.transport.destroy()
+
+
+def pair(hosts: list[Host], config: TransportConfig) -> tuple[Host, Host, str, str]:
+    a_addr, b_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    a = Host(a_addr, [b_addr], config)
+    hosts.append(a)
+    b = Host(b_addr, [a_addr], config)
+    hosts.append(b)
+    a.tick_until(lambda: ("connected", b_addr) in a.events, 10, "a connected to b")
+    b.tick_until(lambda: ("connected", a_addr) in b.events, 10, "b connected to a")
+    return a, b, a_addr, b_addr
+
+
+def chunk_message(i: int, size: int) -> dict[str, Any]:
+    data = i.to_bytes(4, "big") * (size // 4)
+    return {
+        "type": "append_entries",
+        "term": 1,
+        "commit_index": 1,
+        "serialized": (data, i == 0, False),
+    }
+
+
+def test_a_broken_stream_is_reported_inside_send(hosts: list[Host]) -> None:
+    a, b, a_addr, b_addr = pair(hosts, TransportConfig())
+    peer = a.transport._peers[TCPNode(b_addr)]
+    assert peer.link is not None
+    b.tick_thread = threading.current_thread()
+    b.transport.destroy()
+    hosts.remove(b)
+    # a's dialling thread sees the stream fail; a's tick thread has not been told yet.
+    wait_until(lambda: peer.link is not None and peer.link.broken, 10, "a's link to b broken")
+    assert ("disconnected", b_addr) not in a.events
+    a.tick_thread = threading.current_thread()
+    vote = {"type": "request_vote", "term": 2, "last_log_index": 1, "last_log_term": 1}
+    assert a.transport.send(TCPNode(b_addr), vote) is False
+    assert a.events[-1] == ("disconnected", b_addr)  # reported before send returned
+    # The queued 'lost' event must not report it a second time.
+    for _ in range(20):
+        a.tick(0.005)
+    assert a.events.count(("disconnected", b_addr)) == 1
+
+
+def test_send_never_blocks_and_memory_stays_bounded_behind_a_stalled_peer(
+    hosts: list[Host],
+) -> None:
+    """b's tick thread stands still: b's inbox fills, its readers stop, HTTP/2 flow control
+    stalls a's stream, and a's queue spills to disk. a's send() stays fast throughout; then b
+    ticks again and receives every message, in order."""
+    config = TransportConfig(
+        queue_memory_bytes=4 << 20, inbound_buffer_bytes=4 << 20, frame_bytes=1 << 20
+    )
+    a, b, a_addr, b_addr = pair(hosts, config)
+    a.tick_thread = threading.current_thread()
+    count, size = 1200, 64 << 10  # 75 MiB of snapshot-sized chunks
+    slowest = 0.0
+    for i in range(count):
+        started = time.perf_counter()
+        assert a.transport.send(TCPNode(b_addr), chunk_message(i, size))
+        slowest = max(slowest, time.perf_counter() - started)
+    assert slowest < 0.5, f"a send() took {slowest:.3f} s"
+    link = a.transport._peers[TCPNode(b_addr)].link
+    assert link is not None
+    assert link.outbox.spilled_bytes_total > 20 << 20  # the stall really pushed back
+    stats = a.transport.stats()
+    assert stats["peak_outbound_memory_bytes"] <= 4 << 20
+    # Now let b's tick thread run: everything arrives, in order.
+    b.tick_until(lambda: len(b.messages) >= count, 120, "all chunks at b")
+    received = [m["serialized"][0][:4] for _, m in b.messages]
+    assert received == [i.to_bytes(4, "big") for i in range(count)]
+    assert b.transport.stats()["peak_inbound_buffered_bytes"] <= (4 << 20) + (2 << 20)
+    print(
+        f"\nslowest send {slowest * 1000:.2f} ms; peak in memory: "
+        f"sender {stats['peak_outbound_memory_bytes'] >> 20} MiB, "
+        f"receiver {b.transport.stats()['peak_inbound_buffered_bytes'] >> 20} MiB"
+    )
+
+
+def test_read_only_follower_hears_back_on_its_own_stream(hosts: list[Host]) -> None:
+    member = f"127.0.0.1:{free_port()}"
+    m = Host(member, [], TransportConfig())
+    hosts.append(m)
+    ro = Host(None, [member], TransportConfig())
+    hosts.append(ro)
+    ro.tick_until(lambda: ("connected", member) in ro.events, 10, "read-only connected")
+    m.tick_until(lambda: any(k == "ro-connected" for k, _ in m.events), 10, "member sees it")
+    ro_id = next(n for k, n in m.events if k == "ro-connected")
+    ro_node = next(iter(m.transport._readonly))
+    assert ro_node.id == ro_id
+    m.tick_thread = threading.current_thread()
+    beat = {
+        "type": "append_entries",
+        "term": 3,
+        "commit_index": 5,
+        "prevLogIdx": 5,
+        "prevLogTerm": 3,
+        "entries": [(b"x", 6, 3)],
+    }
+    assert m.transport.send(ro_node, beat)
+    ro.tick_until(lambda: ro.messages, 10, "the read-only node to receive")
+    assert ro.messages == [(member, beat)]
+    ack = {"type": "next_node_idx", "next_node_idx": 7, "reset": False, "success": True}
+    ro.tick_thread = threading.current_thread()
+    assert ro.transport.send(TCPNode(member), ack)
+    m.tick_until(lambda: m.messages, 10, "the member to receive the ack")
+    assert m.messages == [(ro_id, ack)]
+    # When the read-only node leaves, the member is told once.
+    ro.transport.destroy()
+    hosts.remove(ro)
+    m.tick_until(lambda: ("ro-disconnected", ro_id) in m.events, 10, "read-only gone")
+    assert m.transport.send(ro_node, beat) is False
+
+
+def test_destroy_releases_port_and_threads(hosts: list[Host]) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    a, b, a_addr, b_addr = pair(hosts, TransportConfig())
+    for h in list(hosts):
+        h.tick_thread = threading.current_thread()
+        h.transport.destroy()
+        hosts.remove(h)
+    wait_until(
+        lambda: {t.ident for t in threading.enumerate()} <= before, 10, "transport threads to end"
+    )
+    again = Host(a_addr, [], TransportConfig())  # the port can be bound again
+    hosts.append(again)
+    assert again.transport.bound_port == int(a_addr.rsplit(":", 1)[1])
