@@ -45,10 +45,10 @@ class Host:
             t.tryGetReady()
 
     # the parts of SyncObj a transport uses
-    def addOnTickCallback(self, cb: Any) -> None:  # noqa: N802 - PySyncObj's name
+    def addOnTickCallback(self, cb: Any) -> None:
         self._tick_callbacks.append(cb)
 
-    def removeOnTickCallback(self, cb: Any) -> None:  # noqa: N802 - PySyncObj's name
+    def removeOnTickCallback(self, cb: Any) -> None:
         self._tick_callbacks.remove(cb)
 
     def _event(self, kind: str, node: Any) -> None:
@@ -107,7 +107,7 @@ def chunk_message(i: int, size: int) -> dict[str, Any]:
 
 
 def test_a_broken_stream_is_reported_inside_send(hosts: list[Host]) -> None:
-    a, b, a_addr, b_addr = pair(hosts, TransportConfig())
+    a, b, _, b_addr = pair(hosts, TransportConfig())
     peer = a.transport._peers[TCPNode(b_addr)]
     assert peer.link is not None
     b.tick_thread = threading.current_thread()
@@ -135,7 +135,7 @@ def test_send_never_blocks_and_memory_stays_bounded_behind_a_stalled_peer(
     config = TransportConfig(
         queue_memory_bytes=4 << 20, inbound_buffer_bytes=4 << 20, frame_bytes=1 << 20
     )
-    a, b, a_addr, b_addr = pair(hosts, config)
+    a, b, _, b_addr = pair(hosts, config)
     a.tick_thread = threading.current_thread()
     count, size = 1200, 64 << 10  # 75 MiB of snapshot-sized chunks
     slowest = 0.0
@@ -198,7 +198,7 @@ def test_read_only_follower_hears_back_on_its_own_stream(hosts: list[Host]) -> N
 
 def test_destroy_releases_port_and_threads(hosts: list[Host]) -> None:
     before = {t.ident for t in threading.enumerate()}
-    a, b, a_addr, b_addr = pair(hosts, TransportConfig())
+    a_addr = pair(hosts, TransportConfig())[2]
     for h in list(hosts):
         h.tick_thread = threading.current_thread()
         h.transport.destroy()
