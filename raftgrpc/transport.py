@@ -17,6 +17,7 @@ from raftgrpc import codec
 from raftgrpc.address import grpc_target
 from raftgrpc.backoff import Backoff
 from raftgrpc.config import TransportConfig
+from raftgrpc.encoder import BatchEncoder
 from raftgrpc.inbox import Inbox
 from raftgrpc.link import PROTOCOL_VERSION, Link
 from raftgrpc.liveness import LivenessMonitor
@@ -81,6 +82,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._retired: list[PeerStream] = []
         self._readonly_ids = itertools.count()
         self._readonly_ids_lock = threading.Lock()
+        self._encoder = BatchEncoder()
         self.outbound_meter = ByteMeter()
         """Bytes queued in memory for all peers (``peak`` is the most ever held)."""
         self._inbox = Inbox(self._config.inbound_buffer_bytes)
@@ -217,7 +219,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._disconnected(peer, link)
             return False
         try:
-            data = codec.encode_message(message)
+            data = self._encoder.encode(message)
         except codec.CodecError as exc:
             logger.error("raftgrpc: cannot encode a message for %s: %s", node, exc)
             return False

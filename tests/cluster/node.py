@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -46,6 +47,21 @@ EXIT_ORPHANED = 4
 
 # Values at least this long are reported by get_all as {"sha256": ..., "len": ...}.
 BIG_VALUE = 1024
+
+# The transports a node can run on: name -> "module:attribute", the attribute being the class
+# (or a factory such as a functools.partial) given to SyncObj as transportClass. Adding a
+# transport is one line here; bench/run.py and bench/micro.py read this table too.
+TRANSPORTS: dict[str, str] = {
+    "tcp": "pysyncobj.transport:TCPTransport",
+    "grpc": "raftgrpc:GrpcTransport",
+}
+
+
+def transport_class(name: str) -> Any:
+    """The transportClass for ``name`` (a key of TRANSPORTS), imported on demand."""
+    module, _, attr = TRANSPORTS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
 
 FAIL_NAMES = {
     getattr(FAIL_REASON, name): name for name in dir(FAIL_REASON) if not name.startswith("_")
@@ -159,12 +175,9 @@ class Node:
             **args.conf,
         )
         kwargs: dict[str, Any] = {"consumers": [self.kv]}
-        if args.transport == "grpc":
-            from raftgrpc import GrpcTransport
-
-            kwargs["transportClass"] = GrpcTransport
-        elif args.transport != "tcp":
+        if args.transport not in TRANSPORTS:
             raise SystemExit(f"unknown transport {args.transport!r}")
+        kwargs["transportClass"] = transport_class(args.transport)
         self_addr = None if args.readonly else args.self_addr
         self.obj = SyncObj(self_addr, args.partners, conf, **kwargs)
         self.quit = threading.Event()
@@ -423,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--self", dest="self_addr", default=None)
     p.add_argument("--partners", default="")
-    p.add_argument("--transport", choices=["tcp", "grpc"], default="tcp")
+    p.add_argument("--transport", choices=sorted(TRANSPORTS), default="tcp")
     p.add_argument("--ctl-port", type=int, required=True)
     p.add_argument("--journal", default=None)
     p.add_argument("--dump", default=None)
