@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BUF    := node_modules/.bin/buf
 PROTO  := proto/raftgrpc/v1/transport.proto
 
-.PHONY: venv test test-all demo proto proto-check lint bench clean
+.PHONY: venv test test-all demo proto proto-check lint bench bench-full clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,19 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 	$(BUF) lint
 
-## bench: quick committed-ops/s comparison with TCPTransport
-bench: $(STAMP)
-	$(PY) bench/throughput.py
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+## bench: the quick benchmark matrix against TCPTransport (docs/benchmarks.md and .svg)
+bench: $(BENCH_STAMP)
+	$(PY) bench/run.py
+
+## bench-full: the full matrix (about 40 minutes on 2 cores)
+bench-full: $(BENCH_STAMP)
+	$(PY) bench/run.py --full
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

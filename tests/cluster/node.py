@@ -309,23 +309,47 @@ class Node:
         return {"ok": True, "stats": jsonable(stats()), "has_stats": True}
 
     def cmd_bench_load(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Keep ``inflight`` async sets outstanding for ``seconds``; report what committed."""
+        """Keep ``inflight`` async sets outstanding for ``seconds``; report what committed.
+
+        ``payload_kind`` "repeat" (default) sends the string "x" * payload_bytes; "random" sends
+        distinct incompressible bytes for each command (TCPTransport zlib-compresses every
+        message, so repeated bytes would measure its compressor, not the transport). A command
+        is outstanding from its submission until its callback; ``max_outstanding`` reports the
+        most ever outstanding at once, which never exceeds ``inflight``.
+        """
         seconds = float(req.get("seconds", 5.0))
         inflight = int(req.get("inflight", 2000))
-        payload = "x" * int(req.get("payload_bytes", 16))
+        nbytes = int(req.get("payload_bytes", 16))
+        kind = str(req.get("payload_kind", "repeat"))
         prefix = str(req.get("prefix", "b"))
         drain_timeout = float(req.get("drain_timeout", 30.0))
+        if kind == "random":
+            pool = os.urandom(max(8 << 20, 64 * (nbytes + 1)))
+            slots = (len(pool) - nbytes) // (nbytes + 1)
+
+            def payload(i: int) -> Any:
+                off = (i % slots) * (nbytes + 1)  # adjacent slices never overlap
+                return pool[off : off + nbytes]
+        elif kind == "repeat":
+            fixed = "x" * nbytes
+
+            def payload(i: int) -> Any:
+                return fixed
+        else:
+            return {"ok": False, "error": f"unknown payload_kind {kind!r}"}
 
         sem = threading.Semaphore(inflight)
         lock = threading.Lock()
         latencies: list[float] = []
         outcomes: Counter[str] = Counter()
         last_commit = [0.0]
+        outstanding = [0, 0]  # now, most ever
 
         def make_cb(t0: float) -> Callable[[Any, Any], None]:
             def cb(res: Any, err: Any) -> None:
                 now = time.monotonic()
                 with lock:
+                    outstanding[0] -= 1
                     outcomes[fail_name(err)] += 1
                     if err == FAIL_REASON.SUCCESS:
                         latencies.append(now - t0)
@@ -340,7 +364,11 @@ class Node:
         while time.monotonic() < deadline:
             if not sem.acquire(timeout=0.05):
                 continue
-            self.kv.set(f"{prefix}{issued}", payload, callback=make_cb(time.monotonic()))
+            value = payload(issued)
+            with lock:
+                outstanding[0] += 1
+                outstanding[1] = max(outstanding[1], outstanding[0])
+            self.kv.set(f"{prefix}{issued}", value, callback=make_cb(time.monotonic()))
             issued += 1
         issue_end = time.monotonic()
         drained = 0
@@ -359,6 +387,8 @@ class Node:
                 "committed": committed,
                 "outcomes": dict(outcomes),
                 "outstanding": inflight - drained,
+                "max_outstanding": outstanding[1],
+                "payload_kind": kind,
                 "issue_seconds": issue_end - start,
                 "window_seconds": window,
                 "ops_per_sec": committed / window if window > 0 else 0.0,
