@@ -16,23 +16,14 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 from raftgrpc.config import TransportConfig
-from raftgrpc.errors import (
-    ConfigError,
-    PeerUnavailable,
-    RaftGrpcError,
-    TransportClosed,
-    TransportError,
-)
+from raftgrpc.errors import ConfigError, RaftGrpcError
 from raftgrpc.transport import GrpcTransport
 
 __all__ = [
     "ConfigError",
     "GrpcTransport",
-    "PeerUnavailable",
     "RaftGrpcError",
-    "TransportClosed",
     "TransportConfig",
-    "TransportError",
 ]
 
 __version__ = "0.1.0"

@@ -3,35 +3,21 @@
 Hierarchy::
 
     RaftGrpcError
-    ├── TransportError          a transport could not do what was asked
-    │   ├── TransportClosed     the transport was destroyed
-    │   └── PeerUnavailable     no stream to that peer is established
     └── ConfigError             a configuration value is invalid (also a ValueError)
 
-``raftgrpc.codec.CodecError`` (a ``ValueError``) is raised for messages that cannot be
-encoded or decoded; the transport turns it into a closed stream, never into an exception
-on PySyncObj's tick thread.
+``raftgrpc.codec.CodecError`` (a ``ValueError``) is raised by the codec for messages that
+cannot be encoded or decoded. The transport never lets it reach PySyncObj: a message it
+cannot encode is logged and not sent, and a frame it cannot decode closes that stream with
+``INVALID_ARGUMENT``.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "PeerUnavailable", "RaftGrpcError", "TransportClosed", "TransportError"]
+__all__ = ["ConfigError", "RaftGrpcError"]
 
 
 class RaftGrpcError(Exception):
     """Base class of every raftgrpc exception."""
-
-
-class TransportError(RaftGrpcError):
-    """A transport operation failed."""
-
-
-class TransportClosed(TransportError):
-    """The transport has been destroyed."""
-
-
-class PeerUnavailable(TransportError):
-    """No stream to the peer is established."""
 
 
 class ConfigError(RaftGrpcError, ValueError):

@@ -21,6 +21,7 @@ __all__ = [
     "PULSE_RESPONSE",
     "FrameError",
     "Link",
+    "decoded_size",
     "read_frames",
 ]
 
@@ -31,6 +32,17 @@ PULSE_REQUEST = pb.StreamRequest(pulse=pb.Pulse()).SerializeToString()
 PULSE_RESPONSE = pb.StreamResponse(pulse=pb.Pulse()).SerializeToString()
 
 _ids = itertools.count(1)
+
+# Python objects cost far more than their wire bytes: a decoded 10-byte entry is a tuple, a
+# bytes object and two ints. Inbound memory is accounted with these estimates.
+_MESSAGE_OVERHEAD = 400
+_ENTRY_OVERHEAD = 160
+
+
+def decoded_size(raw_bytes: int, messages: list[dict[str, Any]]) -> int:
+    """Estimated memory of ``messages`` decoded from a frame of ``raw_bytes``."""
+    entries = sum(len(m.get("entries") or ()) for m in messages)
+    return raw_bytes + _MESSAGE_OVERHEAD * len(messages) + _ENTRY_OVERHEAD * entries
 
 
 class FrameError(Exception):
@@ -91,7 +103,8 @@ def read_frames(
 ) -> int:
     """Decode every frame of ``link``'s stream and hand its messages to ``deliver``.
 
-    ``deliver(messages, nbytes)`` returns False to stop reading. Pulses only refresh the
+    ``deliver(messages, nbytes)`` returns False to stop reading; ``nbytes`` estimates the
+    memory the decoded messages hold (:func:`decoded_size`). Pulses only refresh the
     link's ``last_seen``. Continuation chunks whose transfer did not start on this stream
     are dropped (see :mod:`raftgrpc.guard`); returns how many. Raises :class:`FrameError`
     for anything that is not a frame of well-formed messages; nothing of such a frame is
@@ -114,6 +127,6 @@ def read_frames(
         except codec.CodecError as exc:
             raise FrameError(f"malformed message: {exc}") from exc
         admitted = [m for m in messages if guard.admit(m)]
-        if admitted and not deliver(admitted, len(raw)):
+        if admitted and not deliver(admitted, decoded_size(len(raw), admitted)):
             break
     return guard.dropped

@@ -5,6 +5,10 @@ in memory up to a limit, then spill, in order, to an anonymous temporary file. A
 any size therefore streams with bounded memory while the tick thread keeps ticking. Only when
 the spill file is full does ``put`` refuse, and the caller then resets the whole stream: a
 queue is dropped whole or delivered whole, never with a hole in the middle.
+
+The spill file is a chain of segments of at most ``segment_bytes`` each; a segment is closed
+(and its disk space freed) as soon as it has been read, so the disk used stays below the
+queued bytes plus one segment even when the queue never drains completely.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ from raftgrpc.meter import ByteMeter
 __all__ = ["Outbox"]
 
 _HEADER = struct.Struct(">Q")
+_SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+class _Segment:
+    """One anonymous spill file of records ``[size][bytes]``, appended and read in order."""
+
+    __slots__ = ("fd", "read", "write")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.read = 0
+        self.write = 0
 
 
 class Outbox:
@@ -39,17 +55,18 @@ class Outbox:
         spool_bytes: int,
         meter: ByteMeter | None = None,
         spool_dir: str | None = None,
+        segment_bytes: int = _SEGMENT_BYTES,
     ) -> None:
         self._memory_limit = memory_bytes
         self._spool_limit = spool_bytes
+        self._segment_limit = segment_bytes
         self._meter = meter if meter is not None else ByteMeter()
         self._spool_dir = spool_dir
         self._cond = threading.Condition(threading.Lock())
         self._memory: collections.deque[bytes] = collections.deque()
         self._memory_bytes = 0
-        self._spool_fd: int | None = None
-        self._spool_read = 0
-        self._spool_write = 0
+        self._segments: collections.deque[_Segment] = collections.deque()
+        self._spool_bytes = 0  # records written and not yet read, headers included
         self._spool_items = 0
         self._closed = False
         self.spilled_bytes_total = 0
@@ -64,8 +81,16 @@ class Outbox:
         with self._cond:
             return len(self._memory) + self._spool_items
 
+    @property
+    def spool_segments(self) -> int:
+        """How many spill files are open (for tests)."""
+        return len(self._segments)
+
     def put(self, item: bytes) -> bool:
-        """Append ``item``; False if the queue is closed or its spill file is full."""
+        """Append ``item``; False if the queue is closed or its spill file is full.
+
+        Raises OSError if the spill file cannot be written (disk full); nothing is queued then.
+        """
         size = len(item)
         with self._cond:
             if self._closed:
@@ -78,13 +103,15 @@ class Outbox:
                 self._cond.notify()
                 return True
             record = _HEADER.pack(size) + item
-            if self._spool_write - self._spool_read + len(record) > self._spool_limit:
+            if self._spool_bytes + len(record) > self._spool_limit:
                 return False
-            fd = self._spool_fd
-            if fd is None:
-                fd = self._spool_fd = self._open_spool()
-            os.pwrite(fd, record, self._spool_write)
-            self._spool_write += len(record)
+            segment = self._segments[-1] if self._segments else None
+            if segment is None or segment.write >= self._segment_limit:
+                segment = _Segment(self._open_spool())
+                self._segments.append(segment)
+            self._write_all(segment.fd, record, segment.write)
+            segment.write += len(record)
+            self._spool_bytes += len(record)
             self._spool_items += 1
             self.spilled_bytes_total += size
             self._cond.notify()
@@ -110,10 +137,12 @@ class Outbox:
             self._memory_bytes -= total
             self._meter.sub(total)
             if not self._memory:
-                while self._spool_items and (not out or total < max_bytes):
-                    item = self._read_spooled()
-                    total += len(item)
-                    out.append(item)
+                while self._spool_items:
+                    spooled = self._read_spooled(max_bytes - total if out else None)
+                    if spooled is None:
+                        break
+                    total += len(spooled)
+                    out.append(spooled)
             return out
 
     def close(self) -> None:
@@ -126,9 +155,9 @@ class Outbox:
             self._memory.clear()
             self._memory_bytes = 0
             self._spool_items = 0
-            if self._spool_fd is not None:
-                os.close(self._spool_fd)
-                self._spool_fd = None
+            self._spool_bytes = 0
+            while self._segments:
+                os.close(self._segments.popleft().fd)
             self._cond.notify_all()
 
     def _open_spool(self) -> int:
@@ -136,15 +165,27 @@ class Outbox:
         os.unlink(path)  # anonymous: the space is freed when the fd closes, even on a crash
         return fd
 
-    def _read_spooled(self) -> bytes:
-        fd = self._spool_fd
-        assert fd is not None
-        (size,) = _HEADER.unpack(os.pread(fd, _HEADER.size, self._spool_read))
-        item = os.pread(fd, size, self._spool_read + _HEADER.size)
-        self._spool_read += _HEADER.size + size
+    @staticmethod
+    def _write_all(fd: int, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def _read_spooled(self, room: int | None) -> bytes | None:
+        """Pop the oldest spilled item, or None if it is larger than ``room`` bytes."""
+        segment = self._segments[0]
+        (size,) = _HEADER.unpack(os.pread(segment.fd, _HEADER.size, segment.read))
+        if room is not None and size > room:
+            return None
+        item = os.pread(segment.fd, size, segment.read + _HEADER.size)
+        if len(item) != size:
+            raise OSError(f"spill file truncated: read {len(item)} of {size} bytes")
+        segment.read += _HEADER.size + size
+        self._spool_bytes -= _HEADER.size + size
         self._spool_items -= 1
-        if self._spool_items == 0:
-            # Drained: rewind so the file does not grow forever.
-            os.ftruncate(fd, 0)
-            self._spool_read = self._spool_write = 0
+        if segment.read == segment.write:
+            # Fully read: free its space now (the next spill opens a fresh segment).
+            os.close(self._segments.popleft().fd)
         return item

@@ -42,8 +42,9 @@ class PeerStream:
 
     Each successful handshake yields a fresh :class:`~raftgrpc.link.Link` with its own
     outbox, reported through ``events.established``; its end is reported through
-    ``events.lost`` before the next dial starts, so PySyncObj always sees a disconnect
-    between two streams and restarts any chunked transfer.
+    ``events.lost`` before the next dial starts. The transport reports the next stream to
+    PySyncObj no sooner than two append-entries periods after the loss, so SyncObj sees the
+    disconnect and restarts any chunked transfer.
     """
 
     def __init__(
@@ -115,7 +116,11 @@ class PeerStream:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._attempt()
+            try:
+                self._attempt()
+            except Exception:
+                # A bug here must not end the dialling for good: log it and redial.
+                logger.exception("raftgrpc: unexpected error on the stream to %s", self.target)
             if self._stop.wait(self._backoff.next_delay()):
                 break
 

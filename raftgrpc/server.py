@@ -175,7 +175,10 @@ class RaftStreamServicer:
             )
         except FrameError as exc:
             failure.append(str(exc))
-        except grpc.RpcError:
-            pass  # the peer went away or the stream was cancelled
+        except grpc.RpcError as exc:
+            # The peer went away, the stream was cancelled, or gRPC refused a message (one
+            # above max_message_bytes ends the stream with RESOURCE_EXHAUSTED).
+            if not link.broken:
+                logger.info("raftgrpc: stream from %s ended: %s", link.peer, exc)
         finally:
             link.break_()

@@ -18,6 +18,7 @@ from raftgrpc.address import grpc_target
 from raftgrpc.backoff import Backoff
 from raftgrpc.config import TransportConfig
 from raftgrpc.encoder import BatchEncoder
+from raftgrpc.errors import ConfigError
 from raftgrpc.inbox import Inbox
 from raftgrpc.link import PROTOCOL_VERSION, Link
 from raftgrpc.liveness import LivenessMonitor
@@ -35,12 +36,13 @@ logger = logging.getLogger("raftgrpc.transport")
 class _Peer:
     """Tick-thread state of one peer: the stream SyncObj currently considers connected."""
 
-    __slots__ = ("link", "node", "stream")
+    __slots__ = ("link", "lost_at", "node", "stream")
 
     def __init__(self, node: Any, stream: PeerStream | None) -> None:
         self.node = node
         self.stream = stream
         self.link: Link | None = None
+        self.lost_at = float("-inf")  # monotonic time SyncObj was last told of a disconnect
 
 
 class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
@@ -80,6 +82,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._readonly: dict[Any, _Peer] = {}  # read-only followers; tick thread only
         self._inbound: dict[Any, Link] = {}  # peer -> stream whose messages are delivered
         self._retired: list[PeerStream] = []
+        # Streams established too soon after a disconnect (see _on_established).
+        self._deferred: list[tuple[float, _Peer, Link]] = []
         self._readonly_ids = itertools.count()
         self._readonly_ids_lock = threading.Lock()
         self._encoder = BatchEncoder()
@@ -87,7 +91,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         """Bytes queued in memory for all peers (``peak`` is the most ever held)."""
         self._inbox = Inbox(self._config.inbound_buffer_bytes)
         self._inbox.attach(syncObj._poller)
-        syncObj.addOnTickCallback(self._inbox.drain)
+        syncObj.addOnTickCallback(self._on_tick)
         self._monitor = LivenessMonitor(self._config.liveness_timeout_s, self.node_id or "ro")
         self._monitor.start()
         self._servicer = RaftStreamServicer(
@@ -109,9 +113,11 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if self._ready:
             self._bind_over.set()
         if getattr(self._conf, "password", None):
-            logger.warning(
-                "raftgrpc: SyncObjConf.password is ignored by GrpcTransport; "
-                "protect the cluster with TLS and authentication instead"
+            # TCPTransport encrypts with the password; silently ignoring it would send what
+            # the user meant to protect in plaintext.
+            raise ConfigError(
+                "SyncObjConf.password is TCPTransport's encryption and GrpcTransport does not "
+                "use it; remove it from SyncObjConf and secure the cluster at the gRPC layer"
             )
         for node in otherNodes:
             self.addNode(node)
@@ -202,8 +208,11 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._disconnected(peer, link)
         if peer.stream is not None:
             peer.stream.stop(timeout=0)  # never join on the tick thread; destroy() does
+            self._retired = [s for s in self._retired if s.alive]
             self._retired.append(peer.stream)
-        self._inbound.pop(node, None)
+        inbound = self._inbound.pop(node, None)
+        if inbound is not None:
+            inbound.cancel()  # the former member learns at once that it is no longer heard
 
     def send(self, node: Any, message: Any) -> bool:
         """Queue ``message`` for ``node``; never blocks and never raises.
@@ -223,8 +232,22 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         except codec.CodecError as exc:
             logger.error("raftgrpc: cannot encode a message for %s: %s", node, exc)
             return False
+        if len(data) > self._max_item_bytes:
+            # gRPC would refuse the frame and reset the stream each time SyncObj resends it.
+            logger.error(
+                "raftgrpc: dropping a %s message of %d bytes for %s: above max_message_bytes",
+                message.get("type"),
+                len(data),
+                node,
+            )
+            return False
         outbox = link.outbox
-        if not outbox.put(data):
+        try:
+            queued = outbox.put(data)
+        except OSError as exc:
+            logger.error("raftgrpc: cannot spill the send queue for %s: %s", node, exc)
+            queued = False
+        if not queued:
             if not link.broken:
                 logger.warning(
                     "raftgrpc: send queue for %s is full (%d bytes spilled); resetting the stream",
@@ -249,7 +272,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self.setOnReadonlyNodeDisconnectedCallback,
         ):
             setter(None)
-        self._syncobj.removeOnTickCallback(self._inbox.drain)
+        self._syncobj.removeOnTickCallback(self._on_tick)
         streams = [p.stream for p in self._peers.values() if p.stream is not None]
         streams += self._retired
         for stream in streams:
@@ -273,18 +296,20 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._members.clear()
         self._inbound.clear()
         self._retired.clear()
+        self._deferred.clear()
         self._bind_over.set()
 
     # -- introspection ------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
         """Counters for tests and monitoring (bytes are encoded message bytes)."""
+        peers = list(self._peers.values())  # a copy: this may run on any thread
         return {
             "outbound_memory_bytes": self.outbound_meter.current,
             "peak_outbound_memory_bytes": self.outbound_meter.peak,
             "inbound_buffered_bytes": self._inbox.meter.current,
             "peak_inbound_buffered_bytes": self._inbox.meter.peak,
-            "connected_peers": sum(1 for p in self._peers.values() if p.link is not None),
+            "connected_peers": sum(1 for p in peers if p.link is not None),
             "readonly_peers": len(self._readonly),
         }
 
@@ -312,19 +337,39 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._post(lambda: self._on_inbound_close(link))
 
     def deliver(self, link: Link, messages: list[dict[str, Any]], nbytes: int) -> bool:
-        """Queue messages received on ``link`` for SyncObj (blocks while the inbox is full)."""
+        """Queue messages received on ``link`` for SyncObj (blocks while the inbox is full).
+
+        ``nbytes`` is the estimated memory of the decoded messages.
+        """
         if link.broken or self._destroyed:
             return False
-        return self._inbox.post(
-            lambda: self._deliver(link, messages), nbytes, abandon=lambda: link.broken
-        )
+
+        def abandon() -> bool:
+            # The peer is not silent, this node is slow: keep the liveness monitor off it.
+            link.touch()
+            return link.broken
+
+        return self._inbox.post(lambda: self._deliver(link, messages), nbytes, abandon=abandon)
 
     # -- tick thread ---------------------------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        self._inbox.drain()
+        if self._deferred:
+            now = time.monotonic()
+            due = [d for d in self._deferred if d[0] <= now]
+            if due:
+                self._deferred = [d for d in self._deferred if d[0] > now]
+                for _, peer, link in due:
+                    self._on_established(peer, link)
 
     def _deliver(self, link: Link, messages: list[dict[str, Any]]) -> None:
         node = link.peer
         if self._inbound.get(node) is not link:
-            return  # a newer stream from this peer superseded this one
+            # Superseded by a newer stream from this peer, or from a node that is no longer
+            # a member: end it, so the sender learns that these messages were not taken.
+            link.cancel()
+            return
         for message in messages:
             try:
                 self._onMessageReceived(node, message)
@@ -334,10 +379,18 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def _on_established(self, peer: _Peer, link: Link) -> None:
         if self._destroyed or self._peers.get(peer.node) is not peer or link.broken:
             return
-        peer.link = link
         if self._self_node is None:
             # A read-only node hears back on the stream it opened.
             self._inbound[peer.node] = link
+        # SyncObj cancels a chunked transfer (a snapshot) only if it sees the peer
+        # disconnected when its next append-entries round starts. Reporting a redialled
+        # stream within the same period would let the transfer continue mid-way on the new
+        # stream, where the receiver drops it (raftgrpc.guard) and it must start over.
+        due = peer.lost_at + self._conf.appendEntriesPeriod * 2
+        if time.monotonic() < due:
+            self._deferred.append((due, peer, link))
+            return
+        peer.link = link
         self._onNodeConnected(peer.node)
 
     def _on_lost(self, peer: _Peer, link: Link) -> None:
@@ -348,6 +401,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         # is queued behind this and is a valid prefix; its close event unregisters it.
         if not self._destroyed and self._members.get(link.peer.id) is link.peer:
             self._inbound[link.peer] = link
+        else:
+            link.cancel()  # no longer a member (dropNode raced with the handshake)
 
     def _on_readonly_open(self, link: Link) -> None:
         if self._destroyed or link.broken:
@@ -372,6 +427,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if peer.link is not link:
             return
         peer.link = None
+        peer.lost_at = time.monotonic()
         node = peer.node
         if self._inbound.get(node) is link:
             del self._inbound[node]
@@ -386,6 +442,11 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     @property
     def _pulse_interval_s(self) -> float:
         return self._config.liveness_timeout_s / 3
+
+    @property
+    def _max_item_bytes(self) -> int:
+        # Room for the frame envelope around one encoded message.
+        return self._config.max_message_bytes - 1024
 
     def _post(self, work: Any) -> None:
         self._inbox.post(work)

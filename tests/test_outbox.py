@@ -101,3 +101,29 @@ def test_take_wakes_on_put_and_on_close() -> None:
     thread.join(5)
     assert not thread.is_alive()
     assert results == [[b"hello"], []]
+
+
+def test_spill_space_is_freed_while_the_queue_never_drains() -> None:
+    """A queue that always holds something must not grow its spill file forever."""
+    box = Outbox(memory_bytes=0, spool_bytes=1 << 30, segment_bytes=4096)
+    item = b"q" * 1000
+    for _ in range(3):
+        assert box.put(item)
+    for n in range(2000):
+        assert box.put(item)
+        assert box.take(max_bytes=1000, timeout=0) == [item]
+        # Live data is 3 items; at most the segments holding them plus the one being written.
+        assert box.spool_segments <= 2, n
+    assert len(box) == 3
+    box.close()
+    assert box.spool_segments == 0
+
+
+def test_spilled_items_respect_the_frame_size() -> None:
+    box = Outbox(memory_bytes=0, spool_bytes=1 << 20, segment_bytes=4096)
+    for size in (100, 100, 5000, 100):
+        assert box.put(b"s" * size)
+    assert [len(i) for i in box.take(max_bytes=300, timeout=0)] == [100, 100]
+    assert [len(i) for i in box.take(max_bytes=300, timeout=0)] == [5000]  # alone, oversize
+    assert [len(i) for i in box.take(max_bytes=300, timeout=0)] == [100]
+    box.close()

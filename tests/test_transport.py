@@ -17,7 +17,7 @@ from pysyncobj import SyncObjConf
 from pysyncobj.node import TCPNode
 from pysyncobj.poller import createPoller
 
-from raftgrpc import GrpcTransport, TransportConfig
+from raftgrpc import ConfigError, GrpcTransport, TransportConfig
 from tests.helpers import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,8 +26,14 @@ pytestmark = pytest.mark.timeout(120)
 class Host:
     """Stands in for SyncObj: ticks on demand and records the transport's callbacks."""
 
-    def __init__(self, me: str | None, others: list[str], config: TransportConfig) -> None:
-        self.conf = SyncObjConf()
+    def __init__(
+        self,
+        me: str | None,
+        others: list[str],
+        config: TransportConfig,
+        conf: SyncObjConf | None = None,
+    ) -> None:
+        self.conf = conf if conf is not None else SyncObjConf()
         self._poller = createPoller("auto")
         self._tick_callbacks: list[Any] = []
         self.events: list[tuple[str, str]] = []
@@ -209,3 +215,54 @@ def test_destroy_releases_port_and_threads(hosts: list[Host]) -> None:
     again = Host(a_addr, [], TransportConfig())  # the port can be bound again
     hosts.append(again)
     assert again.transport.bound_port == int(a_addr.rsplit(":", 1)[1])
+
+
+def test_a_password_is_refused_rather_than_ignored() -> None:
+    conf = SyncObjConf(password="s3cret")
+    with pytest.raises(ConfigError, match="password") as info:
+        Host(f"127.0.0.1:{free_port()}", [], TransportConfig(), conf=conf)
+    assert "s3cret" not in str(info.value)
+
+
+def test_a_dropped_member_learns_at_once_that_it_is_not_heard(hosts: list[Host]) -> None:
+    a, b, a_addr, b_addr = pair(hosts, TransportConfig(liveness_timeout_s=30))
+    a.tick_thread = threading.current_thread()
+    a.transport.dropNode(TCPNode(b_addr))
+    started = time.monotonic()
+    # b's stream to a is cancelled by a (not found by a 30 s liveness timeout), and a refuses
+    # b's redials: b stays disconnected and nothing b sends reaches a.
+    b.tick_until(lambda: ("disconnected", a_addr) in b.events, 5, "b told of the drop")
+    assert time.monotonic() - started < 5
+    vote = {"type": "request_vote", "term": 9, "last_log_index": 1, "last_log_term": 1}
+    b.tick_thread = threading.current_thread()
+    b.transport.send(TCPNode(a_addr), vote)
+    for _ in range(50):
+        a.tick(0.005)
+        b.tick(0.005)
+    assert a.messages == []
+    assert b.events.count(("connected", a_addr)) == 1
+
+
+def test_a_redialled_stream_is_reported_two_append_entries_periods_after_the_loss(
+    hosts: list[Host],
+) -> None:
+    """So that SyncObj's next replication round sees the peer disconnected."""
+    a, _b, _, b_addr = pair(hosts, TransportConfig())
+    period = a.conf.appendEntriesPeriod
+    link = a.transport._peers[TCPNode(b_addr)].link
+    assert link is not None
+    link.cancel()
+    times: dict[str, float] = {}
+
+    def seen() -> bool:
+        for kind in ("disconnected", "connected"):
+            if kind not in times and a.events.count((kind, b_addr)) == (
+                2 if kind == "connected" else 1
+            ):
+                times[kind] = time.monotonic()
+        return len(times) == 2
+
+    a.tick_until(seen, 10, "a reconnected to b")
+    gap = times["connected"] - times["disconnected"]
+    assert gap >= 2 * period * 0.95, gap
+    assert a.events[-2:] == [("disconnected", b_addr), ("connected", b_addr)]
