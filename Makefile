@@ -24,9 +24,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
 
-## demo: a local 3-node cluster over GrpcTransport
+## demo: the traced 3-node cluster (JWT, tracing, logging, a leader failover)
 demo: $(STAMP)
-	$(PY) examples/local_cluster.py
+	$(PY) examples/traced_cluster.py
 
 ## proto: regenerate raftgrpc/v1 from proto/
 proto: $(STAMP)

@@ -56,8 +56,10 @@ from micro import KINDS, run_pair  # noqa: E402
 TRANSPORTS: dict[str, str] = {
     "tcp": "tcp",
     "grpc": "grpc",
+    "grpc-full": "grpc-full",  # with logging, tracing at 1% and JWT auth
 }
 BASELINE = "tcp"  # every ratio is <transport>/<BASELINE>
+BARE = "grpc"  # ...and variants with middleware are also compared with bare GrpcTransport
 
 KiB, MiB = 1024, 1024 * 1024
 PREFIX = "b"
@@ -490,6 +492,13 @@ def summarize(
                 m99, b99 = per[t].get("p99_ms"), per.get(BASELINE, {}).get("p99_ms")
                 if m99 and b99 and b99["median"]:
                     r["p99"] = m99["median"] / b99["median"]
+            # The middleware's cost: a variant of GrpcTransport against the bare one.
+            bare = per.get(BARE, {}).get(metric)
+            if t != BARE and mine and bare and bare["median"]:
+                if sc.kind == "snapshot":
+                    r["vs_bare"] = bare["median"] / mine["median"]
+                else:
+                    r["vs_bare"] = mine["median"] / bare["median"]
             r["target"] = evaluate(sc, per[t], r)
             ratios[t] = r
         summary[sc.name] = {
@@ -686,16 +695,16 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         f"#### Ratios to {BASELINE} and targets",
         "",
-        "| scenario | transport | throughput | p50 | p99 | snapshot speed | target |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| scenario | transport | throughput | p50 | p99 | snapshot speed | vs grpc | target |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, s in summ.items():
         for t in cands:
             r = s["ratios"].get(t, {})
             lines.append(
                 f"| {name} | {t} | {fmt(r.get('throughput'), 2)} | {fmt(r.get('p50'), 2)} "
-                f"| {fmt(r.get('p99'), 2)} | {fmt(r.get('speed'), 2)} | "
-                f"{_verdict(r.get('target'))} |"
+                f"| {fmt(r.get('p99'), 2)} | {fmt(r.get('speed'), 2)} "
+                f"| {fmt(r.get('vs_bare'), 2)} | {_verdict(r.get('target'))} |"
             )
     failed = [r for r in result["runs"] if r["status"] != "ok"]
     lines += ["", f"Failed runs: {len(failed)}"]

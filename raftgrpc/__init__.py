@@ -15,14 +15,18 @@ import os
 # handlers are not needed. Set before grpc is first imported; an explicit setting wins.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
+from raftgrpc.builder import TransportBuilder
 from raftgrpc.config import TransportConfig
 from raftgrpc.errors import ConfigError, RaftGrpcError
+from raftgrpc.middleware import Middleware
 from raftgrpc.transport import GrpcTransport
 
 __all__ = [
     "ConfigError",
     "GrpcTransport",
+    "Middleware",
     "RaftGrpcError",
+    "TransportBuilder",
     "TransportConfig",
 ]
 

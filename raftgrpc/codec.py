@@ -472,6 +472,35 @@ def decode_frame_messages(frame: transport_pb2.Frame) -> list[dict[str, Any]]:
     return result
 
 
+def trace_carriers(frame: transport_pb2.Frame) -> list[dict[str, str] | None]:
+    """The W3C trace context of each message of ``frame`` (None where it carries none)."""
+    carriers: list[dict[str, str] | None] = []
+    for pb in frame.messages:
+        if pb.HasField("trace"):
+            carrier = {"traceparent": pb.trace.traceparent}
+            if pb.trace.tracestate:
+                carrier["tracestate"] = pb.trace.tracestate
+            carriers.append(carrier)
+        else:
+            carriers.append(None)
+    return carriers
+
+
+_TRACE_TAG = b"\x7a"  # RaftMessage.trace, field 15, length-delimited
+
+
+def with_trace(encoded_message: bytes, carrier: Mapping[str, str]) -> bytes:
+    """``encoded_message`` with a ``trace`` field holding ``carrier``'s W3C headers.
+
+    Appending a field to serialized protobuf bytes sets it, so the (possibly shared) encoding
+    of the message itself is reused as is.
+    """
+    trace = transport_pb2.TraceContext(
+        traceparent=carrier.get("traceparent", ""), tracestate=carrier.get("tracestate", "")
+    ).SerializeToString()
+    return b"".join((encoded_message, _TRACE_TAG, _varint(len(trace)), trace))
+
+
 # --------------------------------------------------------------------------- framing
 
 _FRAME_MESSAGES_TAG = b"\x0a"  # Frame.messages, field 1, length-delimited

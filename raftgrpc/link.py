@@ -99,16 +99,18 @@ def read_frames(
     link: Link,
     raw_messages: Iterable[bytes],
     parse: Callable[[bytes], pb.StreamRequest | pb.StreamResponse],
-    deliver: Callable[[list[dict[str, Any]], int], bool],
+    deliver: Callable[[list[dict[str, Any]], int, list[dict[str, str] | None] | None], bool],
+    traced: bool = False,
 ) -> int:
     """Decode every frame of ``link``'s stream and hand its messages to ``deliver``.
 
-    ``deliver(messages, nbytes)`` returns False to stop reading; ``nbytes`` estimates the
-    memory the decoded messages hold (:func:`decoded_size`). Pulses only refresh the
-    link's ``last_seen``. Continuation chunks whose transfer did not start on this stream
-    are dropped (see :mod:`raftgrpc.guard`); returns how many. Raises :class:`FrameError`
-    for anything that is not a frame of well-formed messages; nothing of such a frame is
-    delivered.
+    ``deliver(messages, nbytes, carriers)`` returns False to stop reading; ``nbytes``
+    estimates the memory the decoded messages hold (:func:`decoded_size`); ``carriers`` is
+    None, or (when ``traced`` and some message carries one) each message's W3C trace
+    context. Pulses only refresh the link's ``last_seen``. Continuation chunks whose
+    transfer did not start on this stream are dropped (see :mod:`raftgrpc.guard`); returns
+    how many. Raises :class:`FrameError` for anything that is not a frame of well-formed
+    messages; nothing of such a frame is delivered.
     """
     guard = ChunkGuard()
     for raw in raw_messages:
@@ -126,7 +128,14 @@ def read_frames(
             messages = codec.decode_frame_messages(envelope.frame)
         except codec.CodecError as exc:
             raise FrameError(f"malformed message: {exc}") from exc
-        admitted = [m for m in messages if guard.admit(m)]
-        if admitted and not deliver(admitted, decoded_size(len(raw), admitted)):
+        carriers = codec.trace_carriers(envelope.frame) if traced else None
+        if carriers is not None and not any(carriers):
+            carriers = None
+        keep = [guard.admit(m) for m in messages]
+        if not all(keep):
+            messages = [m for m, k in zip(messages, keep, strict=True) if k]
+            if carriers is not None:
+                carriers = [c for c, k in zip(carriers, keep, strict=True) if k]
+        if messages and not deliver(messages, decoded_size(len(raw), messages), carriers):
             break
     return guard.dropped

@@ -30,7 +30,9 @@ class PeerEvents:
         self,
         established: Callable[[Link], None],
         lost: Callable[[Link], None],
-        deliver: Callable[[Link, list[dict[str, Any]], int], bool],
+        deliver: Callable[
+            [Link, list[dict[str, Any]], int, list[dict[str, str] | None] | None], bool
+        ],
     ) -> None:
         self.established = established
         self.lost = lost
@@ -61,8 +63,10 @@ class PeerStream:
         frame_bytes: int,
         handshake_timeout_s: float,
         pulse_interval_s: float,
+        traced: bool = False,
     ) -> None:
         self.peer = peer
+        self._traced = traced
         self.target = target
         self._channel = channel
         # Frames travel as raw bytes: they are built and parsed by raftgrpc.codec.
@@ -153,7 +157,10 @@ class PeerStream:
                 link,
                 call,
                 pb.StreamResponse.FromString,
-                lambda messages, nbytes: self._events.deliver(link, messages, nbytes),
+                lambda messages, nbytes, carriers: self._events.deliver(
+                    link, messages, nbytes, carriers
+                ),
+                traced=self._traced,
             )
             if dropped:
                 logger.info("raftgrpc: dropped %d orphaned chunks from %s", dropped, self.target)

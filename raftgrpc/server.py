@@ -15,7 +15,13 @@ from raftgrpc.link import PROTOCOL_VERSION, PULSE_RESPONSE, FrameError, Link, re
 from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.v1 import transport_pb2 as pb
 
-__all__ = ["SERVICE_NAME", "STREAM_METHOD", "InboundSink", "RaftStreamServicer"]
+__all__ = [
+    "SERVICE_NAME",
+    "STREAM_METHOD",
+    "InboundSink",
+    "RaftStreamServicer",
+    "claimed_node_id",
+]
 
 logger = logging.getLogger("raftgrpc.server")
 
@@ -34,11 +40,34 @@ class InboundSink(Protocol):
     def open_inbound(self, peer: Any | None) -> Link:
         """Register a new inbound stream from ``peer`` (None: a read-only node)."""
 
-    def deliver(self, link: Link, messages: list[dict[str, Any]], nbytes: int) -> bool:
+    def deliver(
+        self,
+        link: Link,
+        messages: list[dict[str, Any]],
+        nbytes: int,
+        carriers: list[dict[str, str] | None] | None = None,
+    ) -> bool:
         """Queue decoded messages for SyncObj; False once the link is no longer wanted."""
 
     def close_inbound(self, link: Link) -> None:
         """The inbound stream ended."""
+
+
+def claimed_node_id(raw: bytes) -> str | None:
+    """The node id a stream's first request claims, if it is a Hello naming a node.
+
+    Used by the auth and mTLS layers to bind a credential to the identity a peer speaks as;
+    anything else (a read-only Hello, a malformed message) claims nothing here and is judged
+    by the servicer's own handshake checks.
+    """
+    try:
+        request = pb.StreamRequest.FromString(raw)
+    except DecodeError:
+        return None
+    if request.WhichOneof("kind") != "hello" or request.hello.WhichOneof("identity") != "node_id":
+        return None
+    node_id: str = request.hello.node_id
+    return node_id
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, detail: str) -> NoReturn:
@@ -62,8 +91,10 @@ class RaftStreamServicer:
         frame_bytes: int,
         handshake_timeout_s: float,
         pulse_interval_s: float,
+        traced: bool = False,
     ) -> None:
         self._sink = sink
+        self._traced = traced
         self._monitor = monitor
         self._frame_bytes = frame_bytes
         self._handshake_timeout_s = handshake_timeout_s
@@ -171,7 +202,10 @@ class RaftStreamServicer:
                 link,
                 requests,
                 pb.StreamRequest.FromString,
-                lambda messages, nbytes: self._sink.deliver(link, messages, nbytes),
+                lambda messages, nbytes, carriers: self._sink.deliver(
+                    link, messages, nbytes, carriers
+                ),
+                traced=self._traced,
             )
         except FrameError as exc:
             failure.append(str(exc))

@@ -23,6 +23,7 @@ from raftgrpc.inbox import Inbox
 from raftgrpc.link import PROTOCOL_VERSION, Link
 from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.meter import ByteMeter
+from raftgrpc.middleware import Middleware
 from raftgrpc.outbox import Outbox
 from raftgrpc.peer import PeerEvents, PeerStream
 from raftgrpc.server import RaftStreamServicer
@@ -70,9 +71,12 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         selfNode: Any | None,
         otherNodes: Any,
         config: TransportConfig | None = None,
+        middleware: Middleware | None = None,
     ) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
         self._config = config if config is not None else TransportConfig()
+        self._middleware = middleware if middleware is not None else Middleware()
+        self._observer = self._middleware.frame_observer
         self._syncobj = syncObj
         self._conf = syncObj.conf
         self._self_node = selfNode
@@ -100,6 +104,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._config.frame_bytes,
             self._config.handshake_timeout_s,
             self._pulse_interval_s,
+            traced=self._observer is not None,
         )
         self._server: grpc.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -164,7 +169,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             return
         self._members[node.id] = node
         target = grpc_target(node.id)
-        channel = grpc.insecure_channel(target, options=self._channel_options())
+        channel = self._dial(target)
         hello = pb.Hello(protocol_version=PROTOCOL_VERSION)
         if self._self_node is None:
             hello.read_only.SetInParent()
@@ -188,6 +193,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             frame_bytes=self._config.frame_bytes,
             handshake_timeout_s=self._config.handshake_timeout_s,
             pulse_interval_s=self._pulse_interval_s,
+            traced=self._observer is not None,
         )
         peer.stream = stream
         self._peers[node] = peer
@@ -232,6 +238,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         except codec.CodecError as exc:
             logger.error("raftgrpc: cannot encode a message for %s: %s", node, exc)
             return False
+        if self._observer is not None:
+            carrier = self._observer.on_send(node.id, message, len(data))
+            if carrier is not None:
+                data = codec.with_trace(data, carrier)
         if len(data) > self._max_item_bytes:
             # gRPC would refuse the frame and reset the stream each time SyncObj resends it.
             logger.error(
@@ -291,6 +301,11 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         for stream in streams:
             stream.stop(timeout=max(0.0, deadline - time.monotonic()))
         self._monitor.stop()
+        for close in self._middleware.on_close:
+            try:
+                close()
+            except Exception:
+                logger.exception("raftgrpc: error while closing middleware")
         self._peers.clear()
         self._readonly.clear()
         self._members.clear()
@@ -336,10 +351,17 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         link.break_()
         self._post(lambda: self._on_inbound_close(link))
 
-    def deliver(self, link: Link, messages: list[dict[str, Any]], nbytes: int) -> bool:
+    def deliver(
+        self,
+        link: Link,
+        messages: list[dict[str, Any]],
+        nbytes: int,
+        carriers: list[dict[str, str] | None] | None = None,
+    ) -> bool:
         """Queue messages received on ``link`` for SyncObj (blocks while the inbox is full).
 
-        ``nbytes`` is the estimated memory of the decoded messages.
+        ``nbytes`` is the estimated memory of the decoded messages; ``carriers`` their trace
+        contexts, if any carries one.
         """
         if link.broken or self._destroyed:
             return False
@@ -349,7 +371,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             link.touch()
             return link.broken
 
-        return self._inbox.post(lambda: self._deliver(link, messages), nbytes, abandon=abandon)
+        return self._inbox.post(
+            lambda: self._deliver(link, messages, carriers), nbytes, abandon=abandon
+        )
 
     # -- tick thread ---------------------------------------------------------------------------
 
@@ -363,16 +387,39 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                 for _, peer, link in due:
                     self._on_established(peer, link)
 
-    def _deliver(self, link: Link, messages: list[dict[str, Any]]) -> None:
+    def _deliver(
+        self,
+        link: Link,
+        messages: list[dict[str, Any]],
+        carriers: list[dict[str, str] | None] | None,
+    ) -> None:
         node = link.peer
         if self._inbound.get(node) is not link:
             # Superseded by a newer stream from this peer, or from a node that is no longer
             # a member: end it, so the sender learns that these messages were not taken.
             link.cancel()
             return
+        if carriers is not None and self._observer is not None:
+            self._deliver_traced(node, messages, carriers)
+            return
         for message in messages:
             try:
                 self._onMessageReceived(node, message)
+            except Exception:
+                logger.exception("raftgrpc: SyncObj failed on a %s message", message.get("type"))
+
+    def _deliver_traced(
+        self,
+        node: Any,
+        messages: list[dict[str, Any]],
+        carriers: list[dict[str, str] | None],
+    ) -> None:
+        observer = self._observer
+        assert observer is not None
+        for message, carrier in zip(messages, carriers, strict=True):
+            try:
+                with observer.on_receive(node.id, message, carrier, 0):
+                    self._onMessageReceived(node, message)
             except Exception:
                 logger.exception("raftgrpc: SyncObj failed on a %s message", message.get("type"))
 
@@ -467,11 +514,16 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         server = grpc.server(
             executor,
             handlers=[self._servicer.handler()],
+            interceptors=list(self._middleware.server_interceptors),
             options=self._server_options(),
             maximum_concurrent_rpcs=self._config.max_concurrent_streams,
         )
         try:
-            port = server.add_insecure_port(target)
+            credentials = self._middleware.server_credentials
+            if credentials is None:
+                port = server.add_insecure_port(target)
+            else:
+                port = server.add_secure_port(target, credentials)
             if not port:
                 raise OSError(f"cannot listen on {target}")
             server.start()
@@ -483,6 +535,23 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._executor = executor
         self.bound_port = port
         logger.info("raftgrpc: node %s listening on %s", self.node_id, target)
+
+    def _dial(self, target: str) -> grpc.Channel:
+        mw = self._middleware
+        options = [*self._channel_options(), *mw.channel_options]
+        if mw.channel_credentials is None:
+            channel = grpc.insecure_channel(target, options=options)
+        else:
+            credentials = mw.channel_credentials
+            if mw.call_credentials is not None:
+                # A read-only node passes "" and gets whatever token the factory gives it.
+                credentials = grpc.composite_channel_credentials(
+                    credentials, mw.call_credentials(self.node_id)
+                )
+            channel = grpc.secure_channel(target, credentials, options=options)
+        if mw.client_interceptors:
+            channel = grpc.intercept_channel(channel, *mw.client_interceptors)
+        return channel
 
     def _common_options(self) -> list[tuple[str, Any]]:
         cfg = self._config

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1braftgrpc/v1/transport.proto\x12\x0braftgrpc.v1\"\x86\x01\n\rStreamRequest\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.raftgrpc.v1.HelloH\x00\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x12.raftgrpc.v1.FrameH\x00\x12#\n\x05pulse\x18\x03 \x01(\x0b\x32\x12.raftgrpc.v1.PulseH\x00\x42\x06\n\x04kind\"\x8b\x01\n\x0eStreamResponse\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.raftgrpc.v1.WelcomeH\x00\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x12.raftgrpc.v1.FrameH\x00\x12#\n\x05pulse\x18\x03 \x01(\x0b\x32\x12.raftgrpc.v1.PulseH\x00\x42\x06\n\x04kind\"\x07\n\x05Pulse\"l\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\x07node_id\x18\x02 \x01(\tH\x00\x12*\n\tread_only\x18\x03 \x01(\x0b\x32\x15.raftgrpc.v1.ReadOnlyH\x00\x42\n\n\x08identity\"\n\n\x08ReadOnly\"4\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"3\n\x05\x46rame\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.raftgrpc.v1.RaftMessage\"\x8d\x03\n\x0bRaftMessage\x12\x30\n\x0crequest_vote\x18\x01 \x01(\x0b\x32\x18.raftgrpc.v1.RequestVoteH\x00\x12\x32\n\rresponse_vote\x18\x02 \x01(\x0b\x32\x19.raftgrpc.v1.ResponseVoteH\x00\x12\x34\n\x0e\x61ppend_entries\x18\x03 \x01(\x0b\x32\x1a.raftgrpc.v1.AppendEntriesH\x00\x12\x31\n\rnext_node_idx\x18\x04 \x01(\x0b\x32\x18.raftgrpc.v1.NextNodeIdxH\x00\x12\x32\n\rapply_command\x18\x05 \x01(\x0b\x32\x19.raftgrpc.v1.ApplyCommandH\x00\x12\x43\n\x16\x61pply_command_response\x18\x06 \x01(\x0b\x32!.raftgrpc.v1.ApplyCommandResponseH\x00\x12.\n\x0btimeout_now\x18\x07 \x01(\x0b\x32\x17.raftgrpc.v1.TimeoutNowH\x00\x42\x06\n\x04\x62ody\"J\n\x0bRequestVote\x12\x0c\n\x04term\x18\x01 \x01(\x03\x12\x16\n\x0elast_log_index\x18\x02 \x01(\x03\x12\x15\n\rlast_log_term\x18\x03 \x01(\x03\"\x1c\n\x0cResponseVote\x12\x0c\n\x04term\x18\x01 \x01(\x03\"\x1a\n\nTimeoutNow\x12\x0c\n\x04term\x18\x01 \x01(\x03\"\xda\x02\n\rAppendEntries\x12\x0c\n\x04term\x18\x01 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x03\x12\x19\n\x0cprev_log_idx\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rprev_log_term\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\'\n\x07\x65ntries\x18\x05 \x01(\x0b\x32\x14.raftgrpc.v1.EntriesH\x00\x12/\n\tbig_entry\x18\x06 \x01(\x0b\x32\x1a.raftgrpc.v1.BigEntryChunkH\x00\x12.\n\x08snapshot\x18\x07 \x01(\x0b\x32\x1a.raftgrpc.v1.SnapshotChunkH\x00\x12\x36\n\x0fsnapshot_absent\x18\x08 \x01(\x0b\x32\x1b.raftgrpc.v1.SnapshotAbsentH\x00\x42\t\n\x07payloadB\x0f\n\r_prev_log_idxB\x10\n\x0e_prev_log_term\"v\n\x07\x45ntries\x12\x13\n\x0b\x66irst_index\x18\x01 \x01(\x03\x12\x0f\n\x07indexes\x18\x02 \x03(\x03\x12\x0f\n\x07lengths\x18\x03 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x13\n\x0bterm_values\x18\x05 \x03(\x03\x12\x11\n\tterm_runs\x18\x06 \x03(\x04\"N\n\rBigEntryChunk\x12/\n\x0ctransmission\x18\x01 \x01(\x0e\x32\x19.raftgrpc.v1.Transmission\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\":\n\rSnapshotChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x66irst\x18\x02 \x01(\x08\x12\x0c\n\x04last\x18\x03 \x01(\x08\"$\n\x0eSnapshotAbsent\x12\x12\n\nread_error\x18\x01 \x01(\x08\"D\n\x0bNextNodeIdx\x12\x15\n\rnext_node_idx\x18\x01 \x01(\x03\x12\r\n\x05reset\x18\x02 \x01(\x08\x12\x0f\n\x07success\x18\x03 \x01(\x08\"G\n\x0c\x41pplyCommand\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x12\x17\n\nrequest_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_request_id\"s\n\x14\x41pplyCommandResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x03\x12,\n\x08position\x18\x02 \x01(\x0b\x32\x18.raftgrpc.v1.LogPositionH\x00\x12\x0f\n\x05\x65rror\x18\x03 \x01(\x03H\x00\x42\x08\n\x06result\"0\n\x0bLogPosition\x12\x0f\n\x07log_idx\x18\x01 \x01(\x03\x12\x10\n\x08log_term\x18\x02 \x01(\x03*w\n\x0cTransmission\x12\x1c\n\x18TRANSMISSION_UNSPECIFIED\x10\x00\x12\x16\n\x12TRANSMISSION_START\x10\x01\x12\x18\n\x14TRANSMISSION_PROCESS\x10\x02\x12\x17\n\x13TRANSMISSION_FINISH\x10\x03\x32V\n\rRaftTransport\x12\x45\n\x06Stream\x12\x1a.raftgrpc.v1.StreamRequest\x1a\x1b.raftgrpc.v1.StreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1braftgrpc/v1/transport.proto\x12\x0braftgrpc.v1\"\x86\x01\n\rStreamRequest\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.raftgrpc.v1.HelloH\x00\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x12.raftgrpc.v1.FrameH\x00\x12#\n\x05pulse\x18\x03 \x01(\x0b\x32\x12.raftgrpc.v1.PulseH\x00\x42\x06\n\x04kind\"\x8b\x01\n\x0eStreamResponse\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.raftgrpc.v1.WelcomeH\x00\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x12.raftgrpc.v1.FrameH\x00\x12#\n\x05pulse\x18\x03 \x01(\x0b\x32\x12.raftgrpc.v1.PulseH\x00\x42\x06\n\x04kind\"\x07\n\x05Pulse\"l\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\x07node_id\x18\x02 \x01(\tH\x00\x12*\n\tread_only\x18\x03 \x01(\x0b\x32\x15.raftgrpc.v1.ReadOnlyH\x00\x42\n\n\x08identity\"\n\n\x08ReadOnly\"4\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"3\n\x05\x46rame\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.raftgrpc.v1.RaftMessage\"\xb7\x03\n\x0bRaftMessage\x12\x30\n\x0crequest_vote\x18\x01 \x01(\x0b\x32\x18.raftgrpc.v1.RequestVoteH\x00\x12\x32\n\rresponse_vote\x18\x02 \x01(\x0b\x32\x19.raftgrpc.v1.ResponseVoteH\x00\x12\x34\n\x0e\x61ppend_entries\x18\x03 \x01(\x0b\x32\x1a.raftgrpc.v1.AppendEntriesH\x00\x12\x31\n\rnext_node_idx\x18\x04 \x01(\x0b\x32\x18.raftgrpc.v1.NextNodeIdxH\x00\x12\x32\n\rapply_command\x18\x05 \x01(\x0b\x32\x19.raftgrpc.v1.ApplyCommandH\x00\x12\x43\n\x16\x61pply_command_response\x18\x06 \x01(\x0b\x32!.raftgrpc.v1.ApplyCommandResponseH\x00\x12.\n\x0btimeout_now\x18\x07 \x01(\x0b\x32\x17.raftgrpc.v1.TimeoutNowH\x00\x12(\n\x05trace\x18\x0f \x01(\x0b\x32\x19.raftgrpc.v1.TraceContextB\x06\n\x04\x62ody\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"J\n\x0bRequestVote\x12\x0c\n\x04term\x18\x01 \x01(\x03\x12\x16\n\x0elast_log_index\x18\x02 \x01(\x03\x12\x15\n\rlast_log_term\x18\x03 \x01(\x03\"\x1c\n\x0cResponseVote\x12\x0c\n\x04term\x18\x01 \x01(\x03\"\x1a\n\nTimeoutNow\x12\x0c\n\x04term\x18\x01 \x01(\x03\"\xda\x02\n\rAppendEntries\x12\x0c\n\x04term\x18\x01 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x02 \x01(\x03\x12\x19\n\x0cprev_log_idx\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rprev_log_term\x18\x04 \x01(\x03H\x02\x88\x01\x01\x12\'\n\x07\x65ntries\x18\x05 \x01(\x0b\x32\x14.raftgrpc.v1.EntriesH\x00\x12/\n\tbig_entry\x18\x06 \x01(\x0b\x32\x1a.raftgrpc.v1.BigEntryChunkH\x00\x12.\n\x08snapshot\x18\x07 \x01(\x0b\x32\x1a.raftgrpc.v1.SnapshotChunkH\x00\x12\x36\n\x0fsnapshot_absent\x18\x08 \x01(\x0b\x32\x1b.raftgrpc.v1.SnapshotAbsentH\x00\x42\t\n\x07payloadB\x0f\n\r_prev_log_idxB\x10\n\x0e_prev_log_term\"v\n\x07\x45ntries\x12\x13\n\x0b\x66irst_index\x18\x01 \x01(\x03\x12\x0f\n\x07indexes\x18\x02 \x03(\x03\x12\x0f\n\x07lengths\x18\x03 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x13\n\x0bterm_values\x18\x05 \x03(\x03\x12\x11\n\tterm_runs\x18\x06 \x03(\x04\"N\n\rBigEntryChunk\x12/\n\x0ctransmission\x18\x01 \x01(\x0e\x32\x19.raftgrpc.v1.Transmission\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\":\n\rSnapshotChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x66irst\x18\x02 \x01(\x08\x12\x0c\n\x04last\x18\x03 \x01(\x08\"$\n\x0eSnapshotAbsent\x12\x12\n\nread_error\x18\x01 \x01(\x08\"D\n\x0bNextNodeIdx\x12\x15\n\rnext_node_idx\x18\x01 \x01(\x03\x12\r\n\x05reset\x18\x02 \x01(\x08\x12\x0f\n\x07success\x18\x03 \x01(\x08\"G\n\x0c\x41pplyCommand\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\x0c\x12\x17\n\nrequest_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_request_id\"s\n\x14\x41pplyCommandResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x03\x12,\n\x08position\x18\x02 \x01(\x0b\x32\x18.raftgrpc.v1.LogPositionH\x00\x12\x0f\n\x05\x65rror\x18\x03 \x01(\x03H\x00\x42\x08\n\x06result\"0\n\x0bLogPosition\x12\x0f\n\x07log_idx\x18\x01 \x01(\x03\x12\x10\n\x08log_term\x18\x02 \x01(\x03*w\n\x0cTransmission\x12\x1c\n\x18TRANSMISSION_UNSPECIFIED\x10\x00\x12\x16\n\x12TRANSMISSION_START\x10\x01\x12\x18\n\x14TRANSMISSION_PROCESS\x10\x02\x12\x17\n\x13TRANSMISSION_FINISH\x10\x03\x32V\n\rRaftTransport\x12\x45\n\x06Stream\x12\x1a.raftgrpc.v1.StreamRequest\x1a\x1b.raftgrpc.v1.StreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raftgrpc.v1.transport_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRANSMISSION']._serialized_start=2052
-  _globals['_TRANSMISSION']._serialized_end=2171
+  _globals['_TRANSMISSION']._serialized_start=2151
+  _globals['_TRANSMISSION']._serialized_end=2270
   _globals['_STREAMREQUEST']._serialized_start=45
   _globals['_STREAMREQUEST']._serialized_end=179
   _globals['_STREAMRESPONSE']._serialized_start=182
@@ -48,31 +48,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRAME']._serialized_start=508
   _globals['_FRAME']._serialized_end=559
   _globals['_RAFTMESSAGE']._serialized_start=562
-  _globals['_RAFTMESSAGE']._serialized_end=959
-  _globals['_REQUESTVOTE']._serialized_start=961
-  _globals['_REQUESTVOTE']._serialized_end=1035
-  _globals['_RESPONSEVOTE']._serialized_start=1037
-  _globals['_RESPONSEVOTE']._serialized_end=1065
-  _globals['_TIMEOUTNOW']._serialized_start=1067
-  _globals['_TIMEOUTNOW']._serialized_end=1093
-  _globals['_APPENDENTRIES']._serialized_start=1096
-  _globals['_APPENDENTRIES']._serialized_end=1442
-  _globals['_ENTRIES']._serialized_start=1444
-  _globals['_ENTRIES']._serialized_end=1562
-  _globals['_BIGENTRYCHUNK']._serialized_start=1564
-  _globals['_BIGENTRYCHUNK']._serialized_end=1642
-  _globals['_SNAPSHOTCHUNK']._serialized_start=1644
-  _globals['_SNAPSHOTCHUNK']._serialized_end=1702
-  _globals['_SNAPSHOTABSENT']._serialized_start=1704
-  _globals['_SNAPSHOTABSENT']._serialized_end=1740
-  _globals['_NEXTNODEIDX']._serialized_start=1742
-  _globals['_NEXTNODEIDX']._serialized_end=1810
-  _globals['_APPLYCOMMAND']._serialized_start=1812
-  _globals['_APPLYCOMMAND']._serialized_end=1883
-  _globals['_APPLYCOMMANDRESPONSE']._serialized_start=1885
-  _globals['_APPLYCOMMANDRESPONSE']._serialized_end=2000
-  _globals['_LOGPOSITION']._serialized_start=2002
-  _globals['_LOGPOSITION']._serialized_end=2050
-  _globals['_RAFTTRANSPORT']._serialized_start=2173
-  _globals['_RAFTTRANSPORT']._serialized_end=2259
+  _globals['_RAFTMESSAGE']._serialized_end=1001
+  _globals['_TRACECONTEXT']._serialized_start=1003
+  _globals['_TRACECONTEXT']._serialized_end=1058
+  _globals['_REQUESTVOTE']._serialized_start=1060
+  _globals['_REQUESTVOTE']._serialized_end=1134
+  _globals['_RESPONSEVOTE']._serialized_start=1136
+  _globals['_RESPONSEVOTE']._serialized_end=1164
+  _globals['_TIMEOUTNOW']._serialized_start=1166
+  _globals['_TIMEOUTNOW']._serialized_end=1192
+  _globals['_APPENDENTRIES']._serialized_start=1195
+  _globals['_APPENDENTRIES']._serialized_end=1541
+  _globals['_ENTRIES']._serialized_start=1543
+  _globals['_ENTRIES']._serialized_end=1661
+  _globals['_BIGENTRYCHUNK']._serialized_start=1663
+  _globals['_BIGENTRYCHUNK']._serialized_end=1741
+  _globals['_SNAPSHOTCHUNK']._serialized_start=1743
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1801
+  _globals['_SNAPSHOTABSENT']._serialized_start=1803
+  _globals['_SNAPSHOTABSENT']._serialized_end=1839
+  _globals['_NEXTNODEIDX']._serialized_start=1841
+  _globals['_NEXTNODEIDX']._serialized_end=1909
+  _globals['_APPLYCOMMAND']._serialized_start=1911
+  _globals['_APPLYCOMMAND']._serialized_end=1982
+  _globals['_APPLYCOMMANDRESPONSE']._serialized_start=1984
+  _globals['_APPLYCOMMANDRESPONSE']._serialized_end=2099
+  _globals['_LOGPOSITION']._serialized_start=2101
+  _globals['_LOGPOSITION']._serialized_end=2149
+  _globals['_RAFTTRANSPORT']._serialized_start=2272
+  _globals['_RAFTTRANSPORT']._serialized_end=2358
 # @@protoc_insertion_point(module_scope)

@@ -71,7 +71,7 @@ class Frame(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ...) -> None: ...
 
 class RaftMessage(_message.Message):
-    __slots__ = ("request_vote", "response_vote", "append_entries", "next_node_idx", "apply_command", "apply_command_response", "timeout_now")
+    __slots__ = ("request_vote", "response_vote", "append_entries", "next_node_idx", "apply_command", "apply_command_response", "timeout_now", "trace")
     REQUEST_VOTE_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_VOTE_FIELD_NUMBER: _ClassVar[int]
     APPEND_ENTRIES_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class RaftMessage(_message.Message):
     APPLY_COMMAND_FIELD_NUMBER: _ClassVar[int]
     APPLY_COMMAND_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_NOW_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
     request_vote: RequestVote
     response_vote: ResponseVote
     append_entries: AppendEntries
@@ -86,7 +87,16 @@ class RaftMessage(_message.Message):
     apply_command: ApplyCommand
     apply_command_response: ApplyCommandResponse
     timeout_now: TimeoutNow
-    def __init__(self, request_vote: _Optional[_Union[RequestVote, _Mapping]] = ..., response_vote: _Optional[_Union[ResponseVote, _Mapping]] = ..., append_entries: _Optional[_Union[AppendEntries, _Mapping]] = ..., next_node_idx: _Optional[_Union[NextNodeIdx, _Mapping]] = ..., apply_command: _Optional[_Union[ApplyCommand, _Mapping]] = ..., apply_command_response: _Optional[_Union[ApplyCommandResponse, _Mapping]] = ..., timeout_now: _Optional[_Union[TimeoutNow, _Mapping]] = ...) -> None: ...
+    trace: TraceContext
+    def __init__(self, request_vote: _Optional[_Union[RequestVote, _Mapping]] = ..., response_vote: _Optional[_Union[ResponseVote, _Mapping]] = ..., append_entries: _Optional[_Union[AppendEntries, _Mapping]] = ..., next_node_idx: _Optional[_Union[NextNodeIdx, _Mapping]] = ..., apply_command: _Optional[_Union[ApplyCommand, _Mapping]] = ..., apply_command_response: _Optional[_Union[ApplyCommandResponse, _Mapping]] = ..., timeout_now: _Optional[_Union[TimeoutNow, _Mapping]] = ..., trace: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
+
+class TraceContext(_message.Message):
+    __slots__ = ("traceparent", "tracestate")
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
+    traceparent: str
+    tracestate: str
+    def __init__(self, traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
 
 class RequestVote(_message.Message):
     __slots__ = ("term", "last_log_index", "last_log_term")

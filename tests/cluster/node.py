@@ -54,6 +54,8 @@ BIG_VALUE = 1024
 TRANSPORTS: dict[str, str] = {
     "tcp": "pysyncobj.transport:TCPTransport",
     "grpc": "raftgrpc:GrpcTransport",
+    # GrpcTransport with logging, tracing (1% of messages) and JWT auth (fullstack.py).
+    "grpc-full": "fullstack:transport",
 }
 
 

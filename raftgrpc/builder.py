@@ -1,0 +1,296 @@
+"""TransportBuilder: one configuration of middleware for every node of a cluster.
+
+>>> factory = (
+...     TransportBuilder()
+...     .with_logging()
+...     .with_tracing(provider, sample_ratio=0.01)
+...     .with_tls(tls)
+...     .with_jwt(verifier=verifier, tokens=tokens)
+...     .build()
+... )  # doctest: +SKIP
+>>> node = MyStore(me, partners, transportClass=factory)  # doctest: +SKIP
+
+Each ``with_*`` call adds a layer to both interceptor chains, server and client, in call
+order: the layer added first is the outermost, so it sees a call first and its outcome
+last (add logging and tracing before auth to log and trace refused calls too). TLS is not
+an interceptor: it secures the port and channels wherever it is added, and with mTLS its
+identity check is a server layer at its position.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from raftgrpc.address import grpc_target
+from raftgrpc.config import TransportConfig
+from raftgrpc.errors import ConfigError
+from raftgrpc.middleware import FrameObserver, Middleware
+from raftgrpc.server import claimed_node_id
+from raftgrpc.transport import GrpcTransport
+
+__all__ = ["TransportBuilder", "TransportFactory"]
+
+TransportFactory = Callable[[Any, Any, Any], GrpcTransport]
+"""What ``build()`` returns; PySyncObj calls it with ``(syncObj, selfNode, otherNodes)``."""
+
+_LOCAL = grpc.LocalConnectionType.LOCAL_TCP
+
+
+@dataclass(frozen=True)
+class _Layer:
+    name: str
+    server: Any | None = None  # a grpc.ServerInterceptor
+    client: Any | None = None  # a grpc client interceptor
+
+
+class TransportBuilder:
+    """Composes a :class:`~raftgrpc.GrpcTransport` with TLS, JWT auth, tracing, logging and
+    user interceptors. The same builder (and the factory it builds) serves every node: what
+    depends on the node (its token's subject) is derived from the node's id."""
+
+    def __init__(self, config: TransportConfig | None = None) -> None:
+        self._config = config if config is not None else TransportConfig()
+        self._layers: list[_Layer] = []
+        self._tls: Any | None = None
+        self._token_factory: Callable[[str], Any] | None = None
+        self._local_loopback = False
+        self._tracing: tuple[Any, float] | None = None
+        self._retry_options: list[tuple[str, Any]] = []
+        self._closers: list[Callable[[], None]] = []
+
+    # -- configuration -------------------------------------------------------------------
+
+    def with_config(self, config: TransportConfig) -> TransportBuilder:
+        """Use ``config`` for the transport's own settings."""
+        self._config = config
+        return self
+
+    def with_tls(self, tls: Any, *, bind_identity: bool = True) -> TransportBuilder:
+        """Serve and dial with TLS.
+
+        ``tls`` is a :class:`raftgrpc.tls.TlsConfig`, or a function of the node id that
+        returns one (each node has its own certificate, so one builder can serve every node:
+        ``lambda node_id: TlsConfig(cert_file=f"certs/{node_id}.crt", ...)``).
+        With mTLS (``require_client_cert``) and ``bind_identity``, a peer's certificate must
+        name the node it claims to be in its Hello (:func:`raftgrpc.tls.identity_interceptor`);
+        that check is a server layer at this position of the chain.
+        """
+        from raftgrpc import tls as tls_module
+
+        if self._tls is not None:
+            raise ConfigError("with_tls() was already called")
+        self._tls = tls
+        sample = tls if isinstance(tls, tls_module.TlsConfig) else None
+        mutual = sample.require_client_cert if sample is not None else True
+        if mutual and bind_identity:
+            # A function is called per node in middleware(), which checks that what it
+            # returns requires client certificates (unless bind_identity=False).
+            self._layers.append(
+                _Layer("mtls-identity", server=tls_module.identity_interceptor(_raft_identity))
+            )
+        return self
+
+    def with_jwt(
+        self,
+        *,
+        verifier: Any | None = None,
+        tokens: Callable[[str], Any] | None = None,
+        mode: Any = None,
+        allow_insecure_loopback: bool = False,
+    ) -> TransportBuilder:
+        """Authenticate nodes with JWTs (:mod:`raftgrpc.interceptors.auth`).
+
+        ``verifier`` (a ``TokenVerifier``) checks the tokens of inbound calls, in ``mode``
+        (``AuthMode.ENFORCE`` by default; ``AUDIT`` logs and accepts, for rolling it out).
+        The subject of a token must be the node id its stream claims in its Hello.
+        ``tokens(node_id)`` returns the ``TokenSource`` a node attaches to the calls it makes
+        (read-only nodes get ``""``). Tokens are sent only on TLS channels; without
+        :meth:`with_tls`, ``allow_insecure_loopback=True`` sends them over local credentials,
+        which gRPC allows on loopback connections only (development).
+        """
+        from raftgrpc.interceptors import auth
+
+        if verifier is None and tokens is None:
+            raise ConfigError("with_jwt() needs a verifier, a token factory, or both")
+        if verifier is not None:
+            mode = auth.AuthMode.ENFORCE if mode is None else auth.AuthMode(mode)
+            self._layers.append(
+                _Layer(
+                    "jwt",
+                    server=auth.server_interceptor(verifier, mode=mode, identity_of=_raft_identity),
+                )
+            )
+        self._token_factory = tokens
+        self._local_loopback = allow_insecure_loopback
+        return self
+
+    def with_tracing(
+        self,
+        tracer_provider: Any | None = None,
+        *,
+        sample_ratio: float = 0.01,
+        rpc_spans: bool = True,
+    ) -> TransportBuilder:
+        """Trace with OpenTelemetry (:mod:`raftgrpc.interceptors.tracing`).
+
+        RPC-level spans (opentelemetry-instrumentation-grpc, health checks excluded) when
+        ``rpc_spans``, and raftgrpc's own spans for a ``sample_ratio`` share of the Raft
+        messages, their W3C context carried in the message so the receiver's span joins the
+        sender's trace. ``tracer_provider`` None: the global one.
+        """
+        from raftgrpc.interceptors import tracing
+
+        if not 0.0 <= sample_ratio <= 1.0:
+            raise ConfigError(f"sample_ratio must be within [0, 1], got {sample_ratio!r}")
+        if rpc_spans:
+            self._layers.append(
+                _Layer(
+                    "tracing",
+                    server=tracing.server_interceptor(tracer_provider),
+                    client=tracing.client_interceptor(tracer_provider),
+                )
+            )
+        self._tracing = (tracer_provider, sample_ratio)
+        return self
+
+    def with_logging(self, logger: logging.Logger | None = None) -> TransportBuilder:
+        """Log each RPC's lifecycle with structured fields (:mod:`raftgrpc.interceptors.log`)."""
+        from raftgrpc.interceptors import log
+
+        self._layers.append(
+            _Layer(
+                "logging",
+                server=log.server_interceptor(logger),
+                client=log.client_interceptor(logger),
+            )
+        )
+        return self
+
+    def with_retries(
+        self, methods: Sequence[tuple[str, str | None]], **policy: Any
+    ) -> TransportBuilder:
+        """Retry idempotent unary calls on channels made by :meth:`dial` (admin, health).
+
+        The Raft stream is never retried: PySyncObj resends from its own state after a
+        disconnect, and a replayed frame could arrive twice or out of order.
+        """
+        from raftgrpc.interceptors import retry
+
+        self._retry_options = list(retry.channel_options(methods, **policy))
+        return self
+
+    def with_server_interceptor(self, *interceptors: Any) -> TransportBuilder:
+        """Add user server interceptors, as layers at this position of the chain."""
+        self._layers.extend(_Layer("user", server=i) for i in interceptors)
+        return self
+
+    def with_client_interceptor(self, *interceptors: Any) -> TransportBuilder:
+        """Add user client interceptors, as layers at this position of the chain."""
+        self._layers.extend(_Layer("user", client=i) for i in interceptors)
+        return self
+
+    def on_close(self, callback: Callable[[], None]) -> TransportBuilder:
+        """Call ``callback`` when a transport built here is destroyed."""
+        self._closers.append(callback)
+        return self
+
+    # -- results -------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the chain's layers, outermost first (for logs and tests)."""
+        return [layer.name for layer in self._layers]
+
+    def middleware(self, node_id: str) -> Middleware:
+        """The middleware of the node whose Raft id is ``node_id`` ("" for read-only)."""
+        server_credentials: grpc.ServerCredentials | None = None
+        channel_credentials: grpc.ChannelCredentials | None = None
+        channel_options: list[tuple[str, Any]] = []
+        if self._tls is not None:
+            from raftgrpc import tls as tls_module
+
+            tls = self._tls if isinstance(self._tls, tls_module.TlsConfig) else self._tls(node_id)
+            if not tls.require_client_cert and any(x.name == "mtls-identity" for x in self._layers):
+                raise ConfigError(
+                    f"the TLS configuration of {node_id!r} does not require client certificates, "
+                    "but with_tls() was given a function: return mTLS configurations, or pass "
+                    "bind_identity=False"
+                )
+            server_credentials = tls_module.server_credentials(tls)
+            channel_credentials = tls_module.channel_credentials(tls)
+            channel_options = list(tls_module.channel_options(tls))
+        elif self._local_loopback:
+            server_credentials = grpc.local_server_credentials(_LOCAL)
+            channel_credentials = grpc.local_channel_credentials(_LOCAL)
+        call_credentials = None
+        if self._token_factory is not None:
+            if channel_credentials is None:
+                raise ConfigError(
+                    "JWT tokens are only sent on secure channels: call with_tls(), or pass "
+                    "allow_insecure_loopback=True to with_jwt() for a loopback-only cluster"
+                )
+            call_credentials = self._call_credentials
+        observer: FrameObserver | None = None
+        if self._tracing is not None:
+            from raftgrpc.interceptors import tracing
+
+            provider, ratio = self._tracing
+            observer = tracing.FrameTracer(provider, sample_ratio=ratio, node_id=node_id)
+        return Middleware(
+            server_interceptors=tuple(x.server for x in self._layers if x.server is not None),
+            client_interceptors=tuple(x.client for x in self._layers if x.client is not None),
+            server_credentials=server_credentials,
+            channel_credentials=channel_credentials,
+            channel_options=tuple(channel_options),
+            call_credentials=call_credentials,
+            frame_observer=observer,
+            on_close=tuple(self._closers),
+        )
+
+    def build(self) -> TransportFactory:
+        """A ``transportClass`` for PySyncObj: ``SyncObj(..., transportClass=builder.build())``."""
+        config = self._config
+
+        def factory(syncObj: Any, selfNode: Any, otherNodes: Any) -> GrpcTransport:
+            node_id = selfNode.id if selfNode is not None else ""
+            return GrpcTransport(
+                syncObj, selfNode, otherNodes, config=config, middleware=self.middleware(node_id)
+            )
+
+        factory.__name__ = factory.__qualname__ = "GrpcTransport"
+        return factory
+
+    def dial(self, address: str, node_id: str = "") -> grpc.Channel:
+        """A channel to a node's address with this configuration's security, client
+        interceptors and retry policy, for unary calls (admin, health) made as ``node_id``."""
+        mw = self.middleware(node_id)
+        options = [*mw.channel_options, *self._retry_options]
+        target = grpc_target(address)
+        if mw.channel_credentials is None:
+            channel = grpc.insecure_channel(target, options=options)
+        else:
+            credentials = mw.channel_credentials
+            if mw.call_credentials is not None:
+                credentials = grpc.composite_channel_credentials(
+                    credentials, mw.call_credentials(node_id)
+                )
+            channel = grpc.secure_channel(target, credentials, options=options)
+        if mw.client_interceptors:
+            channel = grpc.intercept_channel(channel, *mw.client_interceptors)
+        return channel
+
+    def _call_credentials(self, node_id: str) -> grpc.CallCredentials:
+        from raftgrpc.interceptors import auth
+
+        assert self._token_factory is not None
+        return auth.call_credentials(self._token_factory(node_id))
+
+
+def _raft_identity(request: Any) -> str | None:
+    """The node id a Raft stream's first request claims (its Hello), for identity binding."""
+    return claimed_node_id(request) if isinstance(request, bytes) else None

@@ -1,0 +1,1 @@
+"""gRPC interceptors and observers for raftgrpc: auth, tracing, logging, retries."""

@@ -1,0 +1,533 @@
+"""Structured logs of the RPC lifecycle, and a JSON formatter for them.
+
+Each RPC logs two records through stdlib ``logging`` (logger ``raftgrpc.rpc`` by default):
+a short readable message, and the facts as fields of the record (``extra``), which a
+structured formatter such as :class:`JsonFormatter` renders:
+
+===================  ====================================================================
+field                meaning
+===================  ====================================================================
+``event``            ``"rpc.start"``, ``"rpc.end"``; ``"rpc.message"`` (DEBUG, each
+                     streamed message, rate-limited) and ``"rpc.suppressed"``
+``side``             ``"server"`` or ``"client"``
+``method``           the full method, ``/raftgrpc.v1.RaftTransport/Stream``
+``peer``             the client (``ipv4:10.0.0.2:51234``), on the server; None on the
+                     client (gRPC Python's call objects do not tell it)
+``code``             the status code's name, ``"OK"``, ``"CANCELLED"``... (at the end)
+``duration_ms``      from the start of the handler (server) or of the call (client)
+``messages_in``      messages received: requests (server) or responses (client)
+``messages_out``     messages handed to gRPC to send
+===================  ====================================================================
+
+Streaming calls are wrapped so that each message is counted. On the server everything runs
+in the handler's own thread (nothing in ``intercept_service``, which runs on gRPC's
+dispatch thread). On the client, the end of a call is logged from its done callback (on
+gRPC's channel thread: attach handlers that do not block, e.g. a ``QueueHandler``, to a
+logger that does slow I/O), except the successful end of a call with streamed responses:
+that is logged when the caller reads past the last response (or drops the call), so that
+``messages_in`` counts the responses still buffered when the status arrived.
+
+The module is named ``log`` (not ``logging``) so that it never shadows the standard
+library's ``logging``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from raftgrpc.ratelimit import RateLimiter
+
+__all__ = ["JsonFormatter", "client_interceptor", "server_interceptor"]
+
+DEFAULT_LOGGER = "raftgrpc.rpc"
+
+
+def server_interceptor(
+    logger: logging.Logger | None = None,
+    *,
+    level: int = logging.INFO,
+    message_limit: int = 10,
+    message_interval_s: float = 1.0,
+) -> grpc.ServerInterceptor[Any, Any]:
+    """Logs each served RPC's start and end (``level``) and, at DEBUG, its messages: at most
+    ``message_limit`` per method and direction every ``message_interval_s``."""
+    return _ServerInterceptor(
+        _Events(logger, level, "server", RateLimiter(message_limit, message_interval_s))
+    )
+
+
+def client_interceptor(
+    logger: logging.Logger | None = None,
+    *,
+    level: int = logging.INFO,
+    message_limit: int = 10,
+    message_interval_s: float = 1.0,
+) -> _ClientInterceptor:
+    """Logs each call's start and end, and its messages (DEBUG, rate-limited), on the client
+    side (all four ``grpc`` client interceptor kinds, for ``grpc.intercept_channel``)."""
+    return _ClientInterceptor(
+        _Events(logger, level, "client", RateLimiter(message_limit, message_interval_s))
+    )
+
+
+# --------------------------------------------------------------------------- events
+
+
+class _Rpc:
+    __slots__ = ("messages_in", "messages_out", "method", "peer", "start")
+
+    def __init__(self, method: str, peer: str | None) -> None:
+        self.method = method
+        self.peer = peer
+        self.start = time.monotonic()
+        self.messages_in = 0
+        self.messages_out = 0
+
+
+class _Events:
+    def __init__(
+        self, logger: logging.Logger | None, level: int, side: str, limiter: RateLimiter
+    ) -> None:
+        self.logger = logger if logger is not None else logging.getLogger(DEFAULT_LOGGER)
+        self.level = level
+        self.side = side
+        self.limiter = limiter
+
+    def start(self, method: str, peer: str | None) -> _Rpc:
+        rpc = _Rpc(method, peer)
+        if self.logger.isEnabledFor(self.level):
+            extra = {"event": "rpc.start", "side": self.side, "method": method, "peer": peer}
+            if peer:
+                self.logger.log(self.level, "rpc start %s from %s", method, peer, extra=extra)
+            else:
+                self.logger.log(self.level, "rpc start %s", method, extra=extra)
+        return rpc
+
+    def end(self, rpc: _Rpc, code: grpc.StatusCode, details: str | None = None) -> None:
+        if not self.logger.isEnabledFor(self.level):
+            return
+        duration_ms = round((time.monotonic() - rpc.start) * 1000.0, 3)
+        extra: dict[str, Any] = {
+            "event": "rpc.end",
+            "side": self.side,
+            "method": rpc.method,
+            "peer": rpc.peer,
+            "code": code.name,
+            "duration_ms": duration_ms,
+            "messages_in": rpc.messages_in,
+            "messages_out": rpc.messages_out,
+        }
+        if details:
+            extra["details"] = details
+        self.logger.log(
+            self.level,
+            "rpc end %s %s %.1f ms",
+            rpc.method,
+            code.name,
+            duration_ms,
+            extra=extra,
+        )
+
+    def message(self, rpc: _Rpc, direction: str, item: Any, index: int) -> None:
+        """A streamed message (DEBUG), at most ``limiter.limit`` per method and direction."""
+        if not self.logger.isEnabledFor(logging.DEBUG):
+            return
+        key = (rpc.method, direction)
+        suppressed = self.limiter.admit(key)
+        if suppressed is None:
+            return
+        fields = {"side": self.side, "method": rpc.method, "direction": direction}
+        if suppressed:
+            self.logger.debug(
+                "rpc %s: suppressed %d message events",
+                rpc.method,
+                suppressed,
+                extra={"event": "rpc.suppressed", "suppressed": suppressed, **fields},
+            )
+        size = len(item) if isinstance(item, (bytes, bytearray, memoryview)) else None
+        self.logger.debug(
+            "rpc message %s %s #%d",
+            rpc.method,
+            direction,
+            index,
+            extra={
+                "event": "rpc.message",
+                "index": index,
+                "bytes": size,
+                "peer": rpc.peer,
+                **fields,
+            },
+        )
+
+
+class _CountIn:
+    """Iterates over ``iterator`` counting messages as ``messages_in`` of ``rpc``."""
+
+    __slots__ = ("_events", "_iterator", "_rpc")
+
+    def __init__(self, iterator: Iterator[Any], rpc: _Rpc, events: _Events) -> None:
+        self._iterator = iterator
+        self._rpc = rpc
+        self._events = events
+
+    def __iter__(self) -> _CountIn:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self._iterator)
+        rpc = self._rpc
+        rpc.messages_in += 1
+        self._events.message(rpc, "in", item, rpc.messages_in)
+        return item
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._iterator, name)
+
+
+def _count_out(iterator: Iterator[Any], rpc: _Rpc, events: _Events) -> Iterator[Any]:
+    for item in iterator:
+        rpc.messages_out += 1
+        events.message(rpc, "out", item, rpc.messages_out)
+        yield item
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, events: _Events) -> None:
+        self._events = events
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        # Runs on gRPC's dispatch thread: only wrap here, the work happens in the handler.
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _wrap_handler(handler, str(handler_call_details.method), self._events)
+
+
+def _server_code(context: grpc.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+    code = _context_code(context)
+    if code is not None:
+        return code
+    if isinstance(exc, GeneratorExit) or not context.is_active():
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.OK if exc is None else grpc.StatusCode.UNKNOWN
+
+
+def _context_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    try:
+        code = context.code()  # type: ignore[attr-defined]  # None until abort()/set_code()
+    except (AttributeError, RuntimeError):
+        return None
+    return code if isinstance(code, grpc.StatusCode) else None
+
+
+def _context_details(context: grpc.ServicerContext) -> str | None:
+    try:
+        details = context.details()  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        return None
+    if isinstance(details, bytes):
+        return details.decode("utf-8", "replace")
+    return details if isinstance(details, str) else None
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], method: str, events: _Events
+) -> grpc.RpcMethodHandler[Any, Any]:
+    request_streaming = handler.request_streaming
+    behavior: Any
+    if handler.response_streaming:
+        behavior = handler.stream_stream if request_streaming else handler.unary_stream
+
+        def logged_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            rpc = events.start(method, context.peer())
+            if request_streaming:
+                request = _CountIn(request, rpc, events)
+            else:
+                rpc.messages_in = 1
+            try:
+                yield from _count_out(behavior(request, context), rpc, events)
+            except BaseException as exc:
+                events.end(rpc, _server_code(context, exc), _context_details(context))
+                raise
+            events.end(rpc, _server_code(context, None), _context_details(context))
+
+        wrapped = logged_stream
+        factory: Callable[..., grpc.RpcMethodHandler[Any, Any]] = (
+            grpc.stream_stream_rpc_method_handler
+            if request_streaming
+            else grpc.unary_stream_rpc_method_handler
+        )
+    else:
+        behavior = handler.stream_unary if request_streaming else handler.unary_unary
+
+        def logged_unary(request: Any, context: grpc.ServicerContext) -> Any:
+            rpc = events.start(method, context.peer())
+            if request_streaming:
+                request = _CountIn(request, rpc, events)
+            else:
+                rpc.messages_in = 1
+            try:
+                response = behavior(request, context)
+            except BaseException as exc:
+                events.end(rpc, _server_code(context, exc), _context_details(context))
+                raise
+            rpc.messages_out = 1
+            events.end(rpc, _server_code(context, None), _context_details(context))
+            return response
+
+        wrapped = logged_unary
+        factory = (
+            grpc.stream_unary_rpc_method_handler
+            if request_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+# --------------------------------------------------------------------------- client
+
+
+class _ClientInterceptor(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    def __init__(self, events: _Events) -> None:
+        self._events = events
+
+    def _call(
+        self,
+        continuation: Callable[[Any, Any], Any],
+        details: grpc.ClientCallDetails,
+        request: Any,
+        client_stream: bool,
+        server_stream: bool,
+    ) -> Any:
+        events = self._events
+        method: Any = details.method
+        rpc = events.start(method.decode() if isinstance(method, bytes) else str(method), None)
+        if client_stream:
+            request = _count_out(request, rpc, events)
+        else:
+            rpc.messages_out = 1
+        try:
+            call = continuation(details, request)
+        except BaseException:
+            events.end(rpc, grpc.StatusCode.UNKNOWN)
+            raise
+
+        ending = _Ending(rpc, events, call)
+        if server_stream:
+            # Responses still buffered when the status arrives are read after it: the end is
+            # logged when the caller sees it (or when the call is dropped), so that
+            # messages_in counts them; failures are logged as soon as they happen.
+            counted = _CountingCall(call, rpc, events, ending)
+            finalizer = weakref.finalize(counted, ending.finish)
+            finalizer.atexit = False
+            call.add_done_callback(ending.on_done_streaming)
+            return counted
+        call.add_done_callback(ending.on_done_unary)
+        return call
+
+    def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return self._call(continuation, client_call_details, request, False, False)
+
+    def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return self._call(continuation, client_call_details, request, False, True)
+
+    def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return self._call(continuation, client_call_details, request_iterator, True, False)
+
+    def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return self._call(continuation, client_call_details, request_iterator, True, True)
+
+
+def _call_code(call: Any) -> grpc.StatusCode:
+    try:
+        code = call.code()
+    except Exception:
+        return grpc.StatusCode.UNKNOWN
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+class _Ending:
+    """Logs the end of one client call, once."""
+
+    __slots__ = ("_call", "_events", "_lock", "_logged", "_rpc")
+
+    def __init__(self, rpc: _Rpc, events: _Events, call: Any) -> None:
+        self._rpc = rpc
+        self._events = events
+        self._call = call
+        self._lock = threading.Lock()
+        self._logged = False
+
+    def on_done_unary(self, finished: Any) -> None:
+        if _call_code(finished) == grpc.StatusCode.OK:
+            self._rpc.messages_in = 1
+        self.finish()
+
+    def on_done_streaming(self, finished: Any) -> None:
+        if _call_code(finished) != grpc.StatusCode.OK:
+            self.finish()
+
+    def finish(self) -> None:
+        with self._lock:
+            if self._logged:
+                return
+            self._logged = True
+        call = self._call
+        code = _call_code(call) if call.done() else grpc.StatusCode.CANCELLED
+        details = None
+        if code != grpc.StatusCode.OK:
+            try:
+                details = call.details()
+            except Exception:
+                pass
+        self._events.end(self._rpc, code, details)
+
+
+class _CountingCall(grpc.Call, grpc.Future):  # type: ignore[type-arg]
+    """A streaming call whose responses are counted; otherwise the call itself (it stays a
+    ``grpc.Call`` and ``grpc.Future`` for the interceptors around it and the caller)."""
+
+    def __init__(self, call: Any, rpc: _Rpc, events: _Events, ending: _Ending) -> None:
+        self._call = call
+        self._rpc = rpc
+        self._events = events
+        self._ending = ending
+
+    def __iter__(self) -> _CountingCall:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            item = next(self._call)
+        except (StopIteration, grpc.RpcError):
+            self._ending.finish()
+            raise
+        rpc = self._rpc
+        rpc.messages_in += 1
+        self._events.message(rpc, "in", item, rpc.messages_in)
+        return item
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+    # grpc.RpcContext
+    def is_active(self) -> bool:
+        return bool(self._call.is_active())
+
+    def time_remaining(self) -> Any:
+        return self._call.time_remaining()
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return bool(self._call.add_callback(callback))
+
+    # grpc.Call
+    def initial_metadata(self) -> Any:
+        return self._call.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._call.trailing_metadata()
+
+    def code(self) -> Any:
+        return self._call.code()
+
+    def details(self) -> Any:
+        return self._call.details()
+
+    # grpc.Future
+    def cancelled(self) -> bool:
+        return bool(self._call.cancelled())
+
+    def running(self) -> bool:
+        return bool(self._call.running())
+
+    def done(self) -> bool:
+        return bool(self._call.done())
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._call.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> Any:
+        return self._call.exception(timeout)
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self._call.traceback(timeout)
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._call.add_done_callback(lambda _call: fn(self))
+
+
+# --------------------------------------------------------------------------- formatter
+
+_RECORD_FIELDS = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None)).keys()
+    | {"message", "asctime", "taskName"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """Renders each record as one JSON object per line: ``ts`` (UTC, ISO 8601), ``level``,
+    ``logger``, ``msg`` (the formatted message), ``thread``, then every ``extra`` field of
+    the record, and ``exc`` / ``stack`` when present. Values JSON cannot encode are
+    rendered with ``str()``.
+
+    >>> handler = logging.StreamHandler()
+    >>> handler.setFormatter(JsonFormatter())
+    >>> logging.getLogger("raftgrpc").addHandler(handler)
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = _dt.datetime.fromtimestamp(record.created, tz=_dt.timezone.utc)
+        obj: dict[str, Any] = {
+            "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "thread": record.threadName,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and not key.startswith("_") and key not in obj:
+                obj[key] = value
+        if record.exc_info:
+            obj["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            obj["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(obj, default=str, ensure_ascii=False)

@@ -1,0 +1,83 @@
+"""What a :class:`~raftgrpc.GrpcTransport` wraps around its gRPC server and channels.
+
+:class:`~raftgrpc.TransportBuilder` fills a :class:`Middleware` from its ``with_*`` calls;
+it can also be built by hand and bound with ``functools.partial(GrpcTransport,
+middleware=...)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+
+__all__ = ["FrameObserver", "Middleware", "NodeCallCredentials"]
+
+
+class FrameObserver(Protocol):
+    """Sees each Raft message sent and received (raftgrpc's own tracing spans).
+
+    Both methods run on PySyncObj's tick thread and must be cheap when they do nothing.
+    """
+
+    def on_send(self, peer: str, message: dict[str, Any], nbytes: int) -> dict[str, str] | None:
+        """Called for each message sent; returns a W3C trace context to carry with it, or None."""
+
+    def on_receive(
+        self,
+        peer: str,
+        message: dict[str, Any],
+        carrier: Mapping[str, str] | None,
+        nbytes: int,
+    ) -> contextlib.AbstractContextManager[None]:
+        """Wraps the delivery of one received message to SyncObj."""
+
+
+NodeCallCredentials = Callable[[str], grpc.CallCredentials]
+"""Makes the call credentials (a JWT source) a node attaches, given the node's own id."""
+
+
+@dataclass(frozen=True)
+class Middleware:
+    """Interceptors, credentials and observers around one transport's gRPC traffic.
+
+    Interceptor sequences are in chain order: the first is the outermost (it sees a call
+    first and its result last).
+    """
+
+    server_interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = ()
+    """Applied to every RPC the node serves."""
+
+    client_interceptors: Sequence[Any] = ()
+    """Applied to every channel the node dials (any grpc client interceptor kind)."""
+
+    server_credentials: grpc.ServerCredentials | None = None
+    """TLS (or local) credentials for the server port; None serves plaintext."""
+
+    channel_credentials: grpc.ChannelCredentials | None = None
+    """TLS (or local) credentials for dialling peers; None dials plaintext."""
+
+    channel_options: Sequence[tuple[str, Any]] = ()
+    """Extra channel options (e.g. ``grpc.ssl_target_name_override``)."""
+
+    call_credentials: NodeCallCredentials | None = None
+    """Per-call credentials (JWT); only sent on channels with ``channel_credentials``."""
+
+    frame_observer: FrameObserver | None = None
+    """raftgrpc's per-message spans; None traces nothing."""
+
+    on_close: Sequence[Callable[[], None]] = field(default_factory=tuple)
+    """Called by ``destroy()`` (e.g. to stop a credential reloader)."""
+
+    def __post_init__(self) -> None:
+        if self.call_credentials is not None and self.channel_credentials is None:
+            # gRPC itself refuses call credentials on insecure channels; fail at build time.
+            from raftgrpc.errors import ConfigError
+
+            raise ConfigError(
+                "call credentials (tokens) need channel credentials: TLS, or local credentials "
+                "for loopback development"
+            )
