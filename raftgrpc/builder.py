@@ -29,7 +29,7 @@ import grpc
 from raftgrpc.address import grpc_target
 from raftgrpc.config import TransportConfig
 from raftgrpc.errors import ConfigError
-from raftgrpc.middleware import FrameObserver, Middleware
+from raftgrpc.middleware import FrameObserver, Middleware, dial
 from raftgrpc.server import claimed_node_id
 from raftgrpc.transport import GrpcTransport
 
@@ -174,7 +174,8 @@ class TransportBuilder:
     def with_retries(
         self, methods: Sequence[tuple[str, str | None]], **policy: Any
     ) -> TransportBuilder:
-        """Retry idempotent unary calls on channels made by :meth:`dial` (admin, health).
+        """Retry idempotent unary calls on channels made by :meth:`dial` (admin, health),
+        and log retried attempts on the server (a layer at this position).
 
         The Raft stream is never retried: PySyncObj resends from its own state after a
         disconnect, and a replayed frame could arrive twice or out of order.
@@ -182,6 +183,7 @@ class TransportBuilder:
         from raftgrpc.interceptors import retry
 
         self._retry_options = list(retry.channel_options(methods, **policy))
+        self._layers.append(_Layer("retry", server=retry.server_interceptor()))
         return self
 
     def with_server_interceptor(self, *interceptors: Any) -> TransportBuilder:
@@ -268,21 +270,7 @@ class TransportBuilder:
     def dial(self, address: str, node_id: str = "") -> grpc.Channel:
         """A channel to a node's address with this configuration's security, client
         interceptors and retry policy, for unary calls (admin, health) made as ``node_id``."""
-        mw = self.middleware(node_id)
-        options = [*mw.channel_options, *self._retry_options]
-        target = grpc_target(address)
-        if mw.channel_credentials is None:
-            channel = grpc.insecure_channel(target, options=options)
-        else:
-            credentials = mw.channel_credentials
-            if mw.call_credentials is not None:
-                credentials = grpc.composite_channel_credentials(
-                    credentials, mw.call_credentials(node_id)
-                )
-            channel = grpc.secure_channel(target, credentials, options=options)
-        if mw.client_interceptors:
-            channel = grpc.intercept_channel(channel, *mw.client_interceptors)
-        return channel
+        return dial(grpc_target(address), self.middleware(node_id), node_id, self._retry_options)
 
     def _call_credentials(self, node_id: str) -> grpc.CallCredentials:
         from raftgrpc.interceptors import auth

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import grpc
 
-__all__ = ["FrameObserver", "Middleware", "NodeCallCredentials"]
+__all__ = ["FrameObserver", "Middleware", "NodeCallCredentials", "dial"]
 
 
 class FrameObserver(Protocol):
@@ -81,3 +81,23 @@ class Middleware:
                 "call credentials (tokens) need channel credentials: TLS, or local credentials "
                 "for loopback development"
             )
+
+
+def dial(
+    target: str, middleware: Middleware, node_id: str, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.Channel:
+    """A channel to ``target`` with ``middleware``'s credentials (tokens made for ``node_id``),
+    channel options and client interceptors, plus ``options``."""
+    all_options = [*options, *middleware.channel_options]
+    credentials = middleware.channel_credentials
+    if credentials is None:
+        channel = grpc.insecure_channel(target, options=all_options)
+    else:
+        if middleware.call_credentials is not None:
+            credentials = grpc.composite_channel_credentials(
+                credentials, middleware.call_credentials(node_id)
+            )
+        channel = grpc.secure_channel(target, credentials, options=all_options)
+    if middleware.client_interceptors:
+        channel = grpc.intercept_channel(channel, *middleware.client_interceptors)
+    return channel

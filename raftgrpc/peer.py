@@ -150,7 +150,11 @@ class PeerStream:
                 return
             established = True
             self._backoff.reset()
-            logger.info("raftgrpc: stream to %s established", self.target)
+            logger.info(
+                "raftgrpc: stream to %s established",
+                self.target,
+                extra={"event": "stream.established", "peer": self.target, "link": link.id},
+            )
             self._monitor.watch(link)
             self._events.established(link)
             dropped = read_frames(
@@ -163,41 +167,67 @@ class PeerStream:
                 traced=self._traced,
             )
             if dropped:
-                logger.info("raftgrpc: dropped %d orphaned chunks from %s", dropped, self.target)
+                logger.info(
+                    "raftgrpc: dropped %d orphaned chunks from %s",
+                    dropped,
+                    self.target,
+                    extra={
+                        "event": "stream.orphaned_chunks",
+                        "peer": self.target,
+                        "count": dropped,
+                    },
+                )
         except StopIteration:
             logger.debug("raftgrpc: stream to %s ended during the handshake", self.target)
         except grpc.RpcError as exc:
             self._log_failure(exc, established)
         except FrameError as exc:
-            logger.warning("raftgrpc: closing stream to %s: %s", self.target, exc)
+            logger.warning(
+                "raftgrpc: closing stream to %s: %s",
+                self.target,
+                exc,
+                extra={"event": "stream.bad_frame", "peer": self.target, "reason": str(exc)},
+            )
         finally:
             watchdog.cancel()
             self._monitor.unwatch(link)
             link.cancel()
             self._current = None
             if established:
-                logger.info("raftgrpc: stream to %s lost", self.target)
+                logger.info(
+                    "raftgrpc: stream to %s lost",
+                    self.target,
+                    extra={"event": "stream.lost", "peer": self.target, "link": link.id},
+                )
                 self._events.lost(link)
 
     def _handshake(self, raw: bytes) -> pb.Welcome | None:
         try:
             response = pb.StreamResponse.FromString(raw)
         except DecodeError:
-            logger.warning("raftgrpc: malformed Welcome from %s", self.target)
+            self._log_handshake_failure("malformed Welcome")
             return None
         if response.WhichOneof("kind") != "welcome":
-            logger.warning("raftgrpc: %s answered Hello with something else", self.target)
+            self._log_handshake_failure("answered Hello with something else")
             return None
         welcome: pb.Welcome = response.welcome
         if self._expected_node_id is not None and welcome.node_id != self._expected_node_id:
-            logger.error(
-                "raftgrpc: %s says it is node %r, expected %r; check the cluster's addresses",
-                self.target,
-                welcome.node_id[:200],
-                self._expected_node_id,
+            self._log_handshake_failure(
+                f"says it is node {welcome.node_id[:200]!r}, expected "
+                f"{self._expected_node_id!r}; check the cluster's addresses",
+                logging.ERROR,
             )
             return None
         return welcome
+
+    def _log_handshake_failure(self, reason: str, level: int = logging.WARNING) -> None:
+        logger.log(
+            level,
+            "raftgrpc: handshake with %s failed: %s",
+            self.target,
+            reason,
+            extra={"event": "stream.handshake_failed", "peer": self.target, "reason": reason},
+        )
 
     def _log_failure(self, exc: grpc.RpcError, established: bool) -> None:
         code = exc.code() if isinstance(exc, grpc.Call) else None
@@ -206,6 +236,19 @@ class PeerStream:
         detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         if established or code not in (grpc.StatusCode.UNAVAILABLE,):
             level = logging.WARNING if code != grpc.StatusCode.UNAVAILABLE else logging.INFO
-            logger.log(level, "raftgrpc: stream to %s failed: %s %s", self.target, code, detail)
+            event = "stream.failed"
         else:
-            logger.debug("raftgrpc: %s unreachable: %s", self.target, detail)
+            level, event = logging.DEBUG, "peer.unreachable"
+        logger.log(
+            level,
+            "raftgrpc: stream to %s failed: %s %s",
+            self.target,
+            code,
+            detail,
+            extra={
+                "event": event,
+                "peer": self.target,
+                "code": code.name if code is not None else None,
+                "details": detail,
+            },
+        )

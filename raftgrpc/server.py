@@ -71,7 +71,18 @@ def claimed_node_id(raw: bytes) -> str | None:
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, detail: str) -> NoReturn:
-    logger.warning("raftgrpc: refusing stream from %s: %s (%s)", context.peer(), detail, code.name)
+    logger.warning(
+        "raftgrpc: refusing stream from %s: %s (%s)",
+        context.peer(),
+        detail,
+        code.name,
+        extra={
+            "event": "stream.refused",
+            "peer": context.peer(),
+            "code": code.name,
+            "reason": detail,
+        },
+    )
     context.abort(code, detail)
     raise AssertionError("unreachable")  # context.abort raises
 
@@ -128,7 +139,11 @@ class RaftStreamServicer:
         except StopIteration:
             return
         except grpc.RpcError:
-            logger.warning("raftgrpc: no Hello from %s in time, stream cancelled", context.peer())
+            logger.warning(
+                "raftgrpc: no Hello from %s in time, stream cancelled",
+                context.peer(),
+                extra={"event": "stream.handshake_timeout", "peer": context.peer()},
+            )
             return
         finally:
             watchdog.cancel()
@@ -213,6 +228,11 @@ class RaftStreamServicer:
             # The peer went away, the stream was cancelled, or gRPC refused a message (one
             # above max_message_bytes ends the stream with RESOURCE_EXHAUSTED).
             if not link.broken:
-                logger.info("raftgrpc: stream from %s ended: %s", link.peer, exc)
+                logger.info(
+                    "raftgrpc: stream from %s ended: %s",
+                    link.peer,
+                    exc,
+                    extra={"event": "stream.ended", "peer": str(link.peer), "link": link.id},
+                )
         finally:
             link.break_()

@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import serialization
 
 from raftgrpc.address import split_host_port
 from raftgrpc.errors import ConfigError
+from raftgrpc.interceptors._handlers import behavior_of, rewrap
 
 __all__ = [
     "NODE_URI_SCHEME",
@@ -412,29 +413,10 @@ class _IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = handler_call_details.method
+        inner = behavior_of(handler)
         if handler.request_streaming:
-            inner_streaming = handler.stream_stream or handler.stream_unary
-            wrap_streaming = (
-                grpc.stream_stream_rpc_method_handler
-                if handler.response_streaming
-                else grpc.stream_unary_rpc_method_handler
-            )
-            return wrap_streaming(
-                self._streaming_behavior(inner_streaming, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        inner_unary = handler.unary_stream or handler.unary_unary
-        wrap_unary = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.response_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        return wrap_unary(
-            self._unary_behavior(inner_unary, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return rewrap(handler, self._streaming_behavior(inner, method))
+        return rewrap(handler, self._unary_behavior(inner, method))
 
     def _identities(self, context: grpc.ServicerContext, method: str) -> list[str]:
         identities = peer_identities(context)

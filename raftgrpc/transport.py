@@ -23,7 +23,7 @@ from raftgrpc.inbox import Inbox
 from raftgrpc.link import PROTOCOL_VERSION, Link
 from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.meter import ByteMeter
-from raftgrpc.middleware import Middleware
+from raftgrpc.middleware import Middleware, dial
 from raftgrpc.outbox import Outbox
 from raftgrpc.peer import PeerEvents, PeerStream
 from raftgrpc.server import RaftStreamServicer
@@ -149,7 +149,12 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._bind()
         except Exception as exc:
             self._bind_attempts += 1
-            logger.warning("raftgrpc: cannot listen (attempt %d): %s", self._bind_attempts, exc)
+            logger.warning(
+                "raftgrpc: cannot listen (attempt %d): %s",
+                self._bind_attempts,
+                exc,
+                extra={"event": "server.bind_failed", "attempt": self._bind_attempts},
+            )
             if self._conf.maxBindRetries and self._bind_attempts >= self._conf.maxBindRetries:
                 self._bind_over.set()
                 raise TransportNotReadyError from exc
@@ -263,6 +268,11 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                     "raftgrpc: send queue for %s is full (%d bytes spilled); resetting the stream",
                     node,
                     outbox.spilled_bytes_total,
+                    extra={
+                        "event": "stream.queue_overflow",
+                        "peer": node.id,
+                        "spilled_bytes": outbox.spilled_bytes_total,
+                    },
                 )
             link.cancel()
             self._disconnected(peer, link)
@@ -534,24 +544,16 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._server = server
         self._executor = executor
         self.bound_port = port
-        logger.info("raftgrpc: node %s listening on %s", self.node_id, target)
+        logger.info(
+            "raftgrpc: node %s listening on %s",
+            self.node_id,
+            target,
+            extra={"event": "server.listening", "node": self.node_id, "address": target},
+        )
 
     def _dial(self, target: str) -> grpc.Channel:
-        mw = self._middleware
-        options = [*self._channel_options(), *mw.channel_options]
-        if mw.channel_credentials is None:
-            channel = grpc.insecure_channel(target, options=options)
-        else:
-            credentials = mw.channel_credentials
-            if mw.call_credentials is not None:
-                # A read-only node passes "" and gets whatever token the factory gives it.
-                credentials = grpc.composite_channel_credentials(
-                    credentials, mw.call_credentials(self.node_id)
-                )
-            channel = grpc.secure_channel(target, credentials, options=options)
-        if mw.client_interceptors:
-            channel = grpc.intercept_channel(channel, *mw.client_interceptors)
-        return channel
+        # A read-only node asks for tokens as "" and gets whatever the factory gives it.
+        return dial(target, self._middleware, self.node_id, self._channel_options())
 
     def _common_options(self) -> list[tuple[str, Any]]:
         cfg = self._config

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -11,6 +13,8 @@ import pytest
 
 from raftgrpc import ConfigError, TransportBuilder, TransportConfig
 from raftgrpc.middleware import Middleware
+from tests.certs import make_ca, node_cert, tls_config
+from tests.helpers import free_port, wait_until
 from tests.host import Host, pair
 
 pytestmark = pytest.mark.timeout(60)
@@ -86,3 +90,146 @@ def test_tokens_without_a_secure_channel_are_refused_at_build_time() -> None:
         builder.middleware("127.0.0.1:1")
     with pytest.raises(ConfigError, match="channel credentials"):
         Middleware(call_credentials=lambda node_id: grpc.access_token_call_credentials("t"))
+
+
+def _auth_files(tmp_path: Path) -> tuple[Any, Callable[[str], Any]]:
+    from raftgrpc import cli
+    from raftgrpc.interceptors import auth
+
+    pem, jwks = tmp_path / "signing.pem", tmp_path / "jwks.json"
+    argv = ["token", "keygen", "--alg", "ES256", "--kid", "k1"]
+    assert cli.main([*argv, "--private-out", str(pem), "--jwks", str(jwks)]) == 0
+    verifier = auth.TokenVerifier(auth.KeySet.from_file(jwks), audience="test", issuer="test")
+
+    def tokens(node_id: str) -> Any:
+        return auth.SigningTokenSource(
+            pem.read_bytes(), "k1", "ES256", subject=node_id, audience="test", issuer="test"
+        )
+
+    return verifier, tokens
+
+
+@pytest.mark.parametrize("mode", ["audit", "enforce"])
+def test_rolling_auth_on_audit_accepts_old_nodes_and_enforce_refuses_them(
+    hosts: list[Host], tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Node a restarted with JWT, node b not yet (both on TLS, as the rollout requires)."""
+    ca = make_ca(tmp_path)
+
+    def tls(node_id: str) -> Any:
+        return tls_config(
+            node_cert(ca, node_id, directory=tmp_path / "certs"), require_client_cert=True
+        )
+
+    verifier, tokens = _auth_files(tmp_path)
+    new = TransportBuilder().with_tls(tls).with_jwt(verifier=verifier, tokens=tokens, mode=mode)
+    old = TransportBuilder().with_tls(tls)
+    a_addr, b_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    with caplog.at_level(logging.WARNING, logger="raftgrpc.auth"):
+        a = Host(a_addr, [b_addr], TransportConfig(), factory=new.build())
+        hosts.append(a)
+        b = Host(b_addr, [a_addr], TransportConfig(), factory=old.build())
+        hosts.append(b)
+        # a -> b always works: b ignores the token it does not check.
+        a.tick_until(lambda: ("connected", b_addr) in a.events, 10, "a connected to b")
+        if mode == "audit":
+            b.tick_until(lambda: ("connected", a_addr) in b.events, 10, "b connected to a")
+            wait_until(
+                lambda: any(getattr(r, "event", "") == "auth.audit" for r in caplog.records),
+                5,
+                "an auth.audit line",
+            )
+        else:
+            wait_until(
+                lambda: any(getattr(r, "event", "") == "auth.denied" for r in caplog.records),
+                10,
+                "b's stream refused",
+            )
+            for _ in range(20):
+                b.tick(0.01)
+            assert ("connected", a_addr) not in b.events
+
+
+def test_dial_gives_unary_calls_the_same_security_and_identity(tmp_path: Path) -> None:
+    from concurrent import futures
+
+    from raftgrpc.interceptors import auth
+
+    verifier, tokens = _auth_files(tmp_path)
+    builder = (
+        TransportBuilder()
+        .with_jwt(verifier=verifier, tokens=tokens, allow_insecure_loopback=True)
+        .with_retries([("raftgrpc.test.Admin", None)])
+    )
+    assert builder.layers == ["jwt", "retry"]
+    mw = builder.middleware("127.0.0.1:1")
+
+    def whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
+        claims = auth.current_claims()
+        return (claims.subject if claims else "nobody").encode()
+
+    handler = grpc.method_handlers_generic_handler(
+        "raftgrpc.test.Admin", {"WhoAmI": grpc.unary_unary_rpc_method_handler(whoami)}
+    )
+    server = grpc.server(
+        futures.ThreadPoolExecutor(2), handlers=[handler], interceptors=mw.server_interceptors
+    )
+    assert mw.server_credentials is not None
+    port = server.add_secure_port("127.0.0.1:0", mw.server_credentials)
+    server.start()
+    try:
+        with builder.dial(f"127.0.0.1:{port}", node_id="10.0.0.7:4321") as channel:
+            reply = channel.unary_unary("/raftgrpc.test.Admin/WhoAmI")(b"", timeout=10)
+        assert reply == b"10.0.0.7:4321"
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{port}") as plain,
+            pytest.raises(grpc.RpcError) as refused,
+        ):
+            plain.unary_unary("/raftgrpc.test.Admin/WhoAmI")(b"", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.stop(None).wait(5)
+
+
+def test_traces_cross_the_wire_between_two_transports(hosts: list[Host]) -> None:
+    """raftgrpc's message spans and the RPC spans both join one trace across two nodes."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    builder = TransportBuilder().with_tracing(provider, sample_ratio=1.0)
+    a, b, a_addr, b_addr = pair(hosts, TransportConfig(), factory=builder.build())
+    vote = {"type": "request_vote", "term": 5, "last_log_index": 1, "last_log_term": 1}
+    a.tick_thread = threading.current_thread()
+    assert a.transport.send(a.transport._peers[next(iter(a.transport._peers))].node, vote)
+    b.tick_until(lambda: b.messages, 10, "b to receive the vote")
+    assert b.messages == [(a_addr, vote)]  # the trace context is not part of the message
+    spans = exporter.get_finished_spans()
+    sent = [s for s in spans if s.name == "raftgrpc.send request_vote"]
+    received = [s for s in spans if s.name == "raftgrpc.receive request_vote"]
+    assert len(sent) == 1 and len(received) == 1
+    assert sent[0].attributes is not None and received[0].attributes is not None
+    assert sent[0].attributes["raftgrpc.node"] == a_addr
+    assert received[0].attributes["raftgrpc.node"] == b_addr
+    assert received[0].context.trace_id == sent[0].context.trace_id
+    assert received[0].parent is not None
+    assert received[0].parent.span_id == sent[0].context.span_id
+    # RPC-level spans end with their streams: close both nodes, then pair them up.
+    for h in list(hosts):
+        h.tick_thread = threading.current_thread()
+        h.transport.destroy()
+        hosts.remove(h)
+    rpc = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.name == "/raftgrpc.v1.RaftTransport/Stream" or s.name.endswith("RaftTransport/Stream")
+    ]
+    clients = {s.context.trace_id for s in rpc if s.kind.name == "CLIENT"}
+    servers = {s.context.trace_id for s in rpc if s.kind.name == "SERVER"}
+    # One accepted stream per direction (dials that found no server yet have client spans
+    # only); each server span joined the trace of the client span that opened it.
+    assert len(servers) == 2
+    assert servers <= clients

@@ -156,7 +156,10 @@ def test_a_bad_frame_closes_the_stream_with_invalid_argument(
         _, code, details = run_stream(target, [hello(target.partner), payload])
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert detail in details
-    assert any("refusing stream" in r.getMessage() for r in caplog.records)
+    refused = [r for r in caplog.records if getattr(r, "event", None) == "stream.refused"]
+    assert refused and "refusing stream" in refused[0].getMessage()
+    assert refused[0].code == "INVALID_ARGUMENT"  # type: ignore[attr-defined]
+    assert detail in refused[0].reason  # type: ignore[attr-defined]
     assert target.received == []
     # The node keeps serving: the next, valid stream is delivered.
     _, code, _ = run_stream(target, [hello(target.partner), frame(VOTE)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -155,3 +156,24 @@ def test_invalid_policies_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=match):
         retry.service_config(methods, **policy)
+
+
+def test_the_server_interceptor_logs_each_retried_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = Flaky()
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE, {"Apply": grpc.unary_unary_rpc_method_handler(service.handle)}
+    )
+    running = Running([retry.server_interceptor()], extra=[handler])
+    try:
+        channel = running.channel(options=_options(max_attempts=4))
+        with caplog.at_level(logging.INFO, logger="raftgrpc.retry"):
+            reply = channel.unary_unary(f"/{SERVICE}/Apply")(b"UNAVAILABLE:2", timeout=10)
+    finally:
+        running.close()
+    assert reply == b"ok after 3"
+    retried = [r for r in caplog.records if getattr(r, "event", None) == "rpc.retried"]
+    # The first attempt is not a retry; the second and third are.
+    assert [r.attempt for r in retried] == [2, 3]  # type: ignore[attr-defined]
+    assert {r.method for r in retried} == {f"/{SERVICE}/Apply"}  # type: ignore[attr-defined]

@@ -66,6 +66,12 @@ from jwt.exceptions import (
 )
 
 from raftgrpc.errors import ConfigError, RaftGrpcError
+from raftgrpc.interceptors._handlers import (
+    AnyKindClientInterceptor,
+    CallDetails,
+    behavior_of,
+    rewrap,
+)
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -908,49 +914,24 @@ def call_credentials(source: TokenSource) -> grpc.CallCredentials:
     return grpc.metadata_call_credentials(_BearerPlugin(source), name="raftgrpc-jwt")
 
 
-class _ClientCallDetails(grpc.ClientCallDetails):
-    def __init__(self, base: grpc.ClientCallDetails, metadata: grpc.Metadata) -> None:
-        self.method = base.method
-        self.timeout = base.timeout
-        self.metadata = metadata
-        self.credentials = base.credentials
-        self.wait_for_ready = getattr(base, "wait_for_ready", None)
-        self.compression = getattr(base, "compression", None)
-
-
-class _BearerClientInterceptor(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
-):
+class _BearerClientInterceptor(AnyKindClientInterceptor):
     def __init__(self, source: TokenSource) -> None:
         self._source = source
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         metadata = [(k, v) for k, v in details.metadata or () if k.lower() != "authorization"]
         metadata.append(("authorization", f"Bearer {self._source.token()}"))
-        return _ClientCallDetails(details, tuple(metadata))
+        return CallDetails(details, tuple(metadata))
 
-    def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
+    def intercept(
+        self,
+        continuation: Any,
+        details: grpc.ClientCallDetails,
+        request: Any,
+        request_streaming: bool,
+        response_streaming: bool,
     ) -> Any:
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_unary_stream(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return continuation(self._details(client_call_details), request)
-
-    def intercept_stream_unary(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return continuation(self._details(client_call_details), request_iterator)
-
-    def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return continuation(self._details(client_call_details), request_iterator)
+        return continuation(self._details(details), request)
 
 
 def client_interceptor(source: TokenSource, *, allow_insecure: bool = False) -> Any:
@@ -1057,28 +1038,15 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         method = handler_call_details.method
         if method in self._exempt:
             return handler
+        inner = behavior_of(handler)
+        streaming_response = handler.response_streaming
         if handler.request_streaming:
-            if handler.response_streaming:
-                return grpc.stream_stream_rpc_method_handler(
-                    self._stream_behavior(handler.stream_stream, method, streaming_response=True),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-            return grpc.stream_unary_rpc_method_handler(
-                self._stream_behavior(handler.stream_unary, method, streaming_response=False),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+            return rewrap(
+                handler,
+                self._stream_behavior(inner, method, streaming_response=streaming_response),
             )
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                self._unary_behavior(handler.unary_stream, method, streaming_response=True),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            self._unary_behavior(handler.unary_unary, method, streaming_response=False),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return rewrap(
+            handler, self._unary_behavior(inner, method, streaming_response=streaming_response)
         )
 
     # -- behaviors --

@@ -44,6 +44,7 @@ from typing import Any
 
 import grpc
 
+from raftgrpc.interceptors._handlers import AnyKindClientInterceptor, behavior_of, rewrap
 from raftgrpc.ratelimit import RateLimiter
 
 __all__ = ["JsonFormatter", "client_interceptor", "server_interceptor"]
@@ -253,9 +254,8 @@ def _wrap_handler(
     handler: grpc.RpcMethodHandler[Any, Any], method: str, events: _Events
 ) -> grpc.RpcMethodHandler[Any, Any]:
     request_streaming = handler.request_streaming
-    behavior: Any
+    behavior = behavior_of(handler)
     if handler.response_streaming:
-        behavior = handler.stream_stream if request_streaming else handler.unary_stream
 
         def logged_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             rpc = events.start(method, context.peer())
@@ -270,14 +270,8 @@ def _wrap_handler(
                 raise
             events.end(rpc, _server_code(context, None), _context_details(context))
 
-        wrapped = logged_stream
-        factory: Callable[..., grpc.RpcMethodHandler[Any, Any]] = (
-            grpc.stream_stream_rpc_method_handler
-            if request_streaming
-            else grpc.unary_stream_rpc_method_handler
-        )
+        wrapped: Any = logged_stream
     else:
-        behavior = handler.stream_unary if request_streaming else handler.unary_unary
 
         def logged_unary(request: Any, context: grpc.ServicerContext) -> Any:
             rpc = events.start(method, context.peer())
@@ -295,31 +289,17 @@ def _wrap_handler(
             return response
 
         wrapped = logged_unary
-        factory = (
-            grpc.stream_unary_rpc_method_handler
-            if request_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-    return factory(
-        wrapped,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return rewrap(handler, wrapped)
 
 
 # --------------------------------------------------------------------------- client
 
 
-class _ClientInterceptor(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
-):
+class _ClientInterceptor(AnyKindClientInterceptor):
     def __init__(self, events: _Events) -> None:
         self._events = events
 
-    def _call(
+    def intercept(
         self,
         continuation: Callable[[Any, Any], Any],
         details: grpc.ClientCallDetails,
@@ -352,26 +332,6 @@ class _ClientInterceptor(
             return counted
         call.add_done_callback(ending.on_done_unary)
         return call
-
-    def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return self._call(continuation, client_call_details, request, False, False)
-
-    def intercept_unary_stream(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return self._call(continuation, client_call_details, request, False, True)
-
-    def intercept_stream_unary(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return self._call(continuation, client_call_details, request_iterator, True, False)
-
-    def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return self._call(continuation, client_call_details, request_iterator, True, True)
 
 
 def _call_code(call: Any) -> grpc.StatusCode:

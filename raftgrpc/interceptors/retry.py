@@ -9,10 +9,12 @@ for idempotent unary calls such as admin calls and handshakes::
     options = retry.channel_options([("raftgrpc.admin.v1.Admin", None)], max_attempts=4)
     channel = grpc.insecure_channel("10.0.0.2:4321", options=options)
 
-There is no retry interceptor here: a client interceptor that re-invokes the continuation
-would retry outside gRPC's budget and throttling, and could not know whether the server had
-already acted on the request; the service config is gRPC's own, documented mechanism.
-(``TransportBuilder.with_retries`` passes these options to the channels it dials.)
+There is no client retry interceptor here: one that re-invokes the continuation would retry
+outside gRPC's budget and throttling, and could not know whether the server had already
+acted on the request; the service config is gRPC's own, documented mechanism.
+(``TransportBuilder.with_retries`` passes these options to the channels it dials.) On the
+server, :func:`server_interceptor` makes retries visible: gRPC marks each retried attempt
+with a ``grpc-previous-rpc-attempts`` header, and the interceptor logs it.
 
 The Raft messages on the bidirectional ``/raftgrpc.v1.RaftTransport/Stream`` are never
 retried, and :func:`service_config` refuses a policy that names that method:
@@ -31,14 +33,20 @@ retried, and :func:`service_config` refuses a policy that names that method:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
 
 from raftgrpc.errors import ConfigError
+from raftgrpc.interceptors._handlers import behavior_of, rewrap
+from raftgrpc.ratelimit import RateLimiter
 
-__all__ = ["channel_options", "service_config"]
+__all__ = ["channel_options", "server_interceptor", "service_config"]
+
+_log = logging.getLogger("raftgrpc.retry")
+_PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 
 #: gRPC ignores maxAttempts above this (it clamps to 5); we refuse it instead.
 MAX_ATTEMPTS_LIMIT = 5
@@ -110,6 +118,69 @@ def channel_options(
     """Channel options enabling retries with :func:`service_config` ``(methods, **policy)``:
     pass them as ``options=`` to ``grpc.insecure_channel`` / ``grpc.secure_channel``."""
     return [("grpc.enable_retries", 1), ("grpc.service_config", service_config(methods, **policy))]
+
+
+class _RetryLog(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, logger: logging.Logger, limiter: RateLimiter) -> None:
+        self._logger = logger
+        self._limiter = limiter
+
+    # Runs on gRPC's dispatch thread: it only reads the call's metadata; the log line is
+    # written by the wrapped behavior, on the handler's worker thread.
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        previous = next(
+            (
+                v
+                for k, v in handler_call_details.invocation_metadata or ()
+                if k == _PREVIOUS_ATTEMPTS
+            ),
+            None,
+        )
+        if handler is None or previous is None:
+            return handler
+        inner = behavior_of(handler)
+        method = handler_call_details.method
+
+        def logged(request: Any, context: grpc.ServicerContext) -> Any:
+            suppressed = self._limiter.admit(method)
+            if suppressed is not None:
+                self._logger.info(
+                    "raftgrpc: retried call %s from %s, attempt %s",
+                    method,
+                    context.peer(),
+                    _attempt(previous),
+                    extra={
+                        "event": "rpc.retried",
+                        "method": method,
+                        "peer": context.peer(),
+                        "attempt": _attempt(previous),
+                        "suppressed": suppressed,
+                    },
+                )
+            return inner(request, context)
+
+        return rewrap(handler, logged)
+
+
+def _attempt(previous: str | bytes) -> int | None:
+    try:
+        return int(previous) + 1
+    except (TypeError, ValueError):
+        return None
+
+
+def server_interceptor(
+    logger: logging.Logger | None = None, *, limit: int = 10, interval_s: float = 10.0
+) -> grpc.ServerInterceptor[Any, Any]:
+    """A server interceptor logging each retried attempt of a call (``event="rpc.retried"``,
+    ``method``, ``peer``, ``attempt``), at most ``limit`` lines per method every
+    ``interval_s`` (the count of the others goes in the next line's ``suppressed``)."""
+    return _RetryLog(logger or _log, RateLimiter(limit, interval_s))
 
 
 def _method_names(methods: Iterable[tuple[str, str | None]]) -> list[dict[str, str]]:

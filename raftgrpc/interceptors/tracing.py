@@ -62,6 +62,12 @@ from opentelemetry.semconv._incubating.attributes.rpc_attributes import RPC_GRPC
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from raftgrpc.errors import ConfigError
+from raftgrpc.interceptors._handlers import (
+    AnyKindClientInterceptor,
+    CallDetails,
+    behavior_of,
+    rewrap,
+)
 
 __all__ = [
     "FrameTracer",
@@ -129,11 +135,9 @@ class _ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
 
 def _with_status_fix(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    behavior: Any
+    behavior = behavior_of(handler)
     wrapper: Callable[[Any, grpc.ServicerContext], Any]
-    factory: Callable[..., grpc.RpcMethodHandler[Any, Any]]
     if handler.response_streaming:
-        behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
 
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             span = trace.get_current_span()  # upstream's server span, current in its generator
@@ -150,13 +154,7 @@ def _with_status_fix(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethod
                 _mark(span, grpc.StatusCode.CANCELLED, error=False)
 
         wrapper = stream
-        factory = (
-            grpc.stream_stream_rpc_method_handler
-            if handler.request_streaming
-            else grpc.unary_stream_rpc_method_handler
-        )
     else:
-        behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             try:
@@ -167,16 +165,7 @@ def _with_status_fix(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethod
                 raise
 
         wrapper = unary
-        factory = (
-            grpc.stream_unary_rpc_method_handler
-            if handler.request_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-    return factory(
-        wrapper,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return rewrap(handler, wrapper)
 
 
 def _mark(span: trace.Span, code: grpc.StatusCode, *, error: bool) -> None:
@@ -195,36 +184,18 @@ class _ClientInfo(NamedTuple):
     timeout: float | None
 
 
-class _CallDetails(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: Any
-    credentials: Any
-    wait_for_ready: Any
-    compression: Any
-
-
-class _ClientCallDetails(_CallDetails, grpc.ClientCallDetails):
-    pass
-
-
 def _method_name(details: grpc.ClientCallDetails) -> str:
     method: Any = details.method
     return method.decode() if isinstance(method, bytes) else str(method)
 
 
-class _ClientInterceptor(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
-):
+class _ClientInterceptor(AnyKindClientInterceptor):
     """Upstream's grpcext client interceptor behind the standard ``grpc`` interfaces."""
 
     def __init__(self, upstream: Any) -> None:
         self._upstream = upstream
 
-    def _invoke(
+    def intercept(
         self,
         continuation: Callable[[grpc.ClientCallDetails, Any], Any],
         details: grpc.ClientCallDetails,
@@ -235,15 +206,7 @@ class _ClientInterceptor(
         info = _ClientInfo(_method_name(details), client_stream, server_stream, details.timeout)
 
         def invoker(request_or_iterator: Any, metadata: Any) -> Any:
-            new_details = _ClientCallDetails(
-                details.method,
-                details.timeout,
-                metadata,
-                details.credentials,
-                getattr(details, "wait_for_ready", None),
-                getattr(details, "compression", None),
-            )
-            return continuation(new_details, request_or_iterator)
+            return continuation(CallDetails(details, metadata), request_or_iterator)
 
         if client_stream:
             return self._upstream.intercept_stream(request, details.metadata, info, invoker)
@@ -251,26 +214,6 @@ class _ClientInterceptor(
         # itself and ends the span when it is done (its server-stream path would return a
         # lazy generator; see the module docstring).
         return self._upstream.intercept_unary(request, details.metadata, info, invoker)
-
-    def intercept_unary_unary(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return self._invoke(continuation, client_call_details, request, False, False)
-
-    def intercept_unary_stream(
-        self, continuation: Any, client_call_details: Any, request: Any
-    ) -> Any:
-        return self._invoke(continuation, client_call_details, request, False, True)
-
-    def intercept_stream_unary(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return self._invoke(continuation, client_call_details, request_iterator, True, False)
-
-    def intercept_stream_stream(
-        self, continuation: Any, client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return self._invoke(continuation, client_call_details, request_iterator, True, True)
 
 
 # --------------------------------------------------------------------------- Raft messages

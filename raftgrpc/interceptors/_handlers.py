@@ -1,0 +1,105 @@
+"""Rewrapping a grpc RpcMethodHandler's behavior, whatever its streaming kind.
+
+A server interceptor that must see calls (or their messages) on the handler's worker thread,
+not on gRPC's dispatch thread where ``intercept_service`` runs, replaces the handler's
+behavior with a wrapper and rebuilds a handler of the same kind with the same serializers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+__all__ = ["behavior_of", "rewrap"]
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def behavior_of(handler: grpc.RpcMethodHandler[Any, Any]) -> Behavior:
+    """The handler's behavior function (the one its streaming kind uses)."""
+    if handler.request_streaming:
+        behavior = handler.stream_stream if handler.response_streaming else handler.stream_unary
+    else:
+        behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    if behavior is None:
+        raise ValueError("RpcMethodHandler without a behavior for its kind")
+    return behavior
+
+
+def rewrap(
+    handler: grpc.RpcMethodHandler[Any, Any], behavior: Behavior
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of ``handler``'s kind and serializers whose behavior is ``behavior``."""
+    factory: Callable[..., Any]
+    if handler.request_streaming:
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.response_streaming
+            else grpc.stream_unary_rpc_method_handler
+        )
+    else:
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.response_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+    rewrapped: grpc.RpcMethodHandler[Any, Any] = factory(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+    return rewrapped
+
+
+class CallDetails(grpc.ClientCallDetails):
+    """A copy of a call's ``ClientCallDetails`` with other metadata."""
+
+    def __init__(self, base: grpc.ClientCallDetails, metadata: Any) -> None:
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = getattr(base, "wait_for_ready", None)
+        self.compression = getattr(base, "compression", None)
+
+
+class AnyKindClientInterceptor(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """A client interceptor for the four call kinds that routes them all to :meth:`intercept`."""
+
+    def intercept(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        details: grpc.ClientCallDetails,
+        request: Any,
+        request_streaming: bool,
+        response_streaming: bool,
+    ) -> Any:
+        """Intercept one call; ``request`` is the request, or the request iterator."""
+        raise NotImplementedError
+
+    def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return self.intercept(continuation, client_call_details, request, False, False)
+
+    def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return self.intercept(continuation, client_call_details, request, False, True)
+
+    def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return self.intercept(continuation, client_call_details, request_iterator, True, False)
+
+    def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return self.intercept(continuation, client_call_details, request_iterator, True, True)
