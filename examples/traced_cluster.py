@@ -170,8 +170,11 @@ def run_node(
             except Exception as exc:  # reported to the parent, which decides
                 replies.put((me, "error", repr(exc)))
     finally:
-        store.destroy()
-        provider.shutdown()
+        store.destroy()  # asynchronous: the tick thread closes the transport
+        tick_thread = getattr(store, "_SyncObj__thread", None)
+        if tick_thread is not None:
+            tick_thread.join(10)
+        provider.shutdown()  # then flush the last spans
 
 
 # --------------------------------------------------------------------------- the parent
@@ -183,13 +186,15 @@ class Cluster:
     def __init__(self, addresses: list[str], workdir: Path, secure: bool) -> None:
         ctx = mp.get_context("spawn")
         self.addresses = addresses
-        self.replies = ctx.Queue()
+        # One pair of queues per node: a process killed while it writes to a queue leaves
+        # that queue's lock taken, so no queue is shared between nodes.
         self.commands = {a: ctx.Queue() for a in addresses}
+        self.replies = {a: ctx.Queue() for a in addresses}
         self.procs = {
             a: ctx.Process(
                 target=run_node,
-                args=(a, [p for p in addresses if p != a], workdir, secure, self.commands[a]),
-                kwargs={"replies": self.replies},
+                args=(a, [p for p in addresses if p != a], workdir, secure),
+                kwargs={"commands": self.commands[a], "replies": self.replies[a]},
                 name=a,
                 daemon=True,
             )
@@ -203,10 +208,8 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                who, kind, value = self.replies.get(timeout=0.2)
+                _, kind, value = self.replies[node].get(timeout=0.2)
             except queue.Empty:
-                continue
-            if who != node:
                 continue
             if kind == "error":
                 raise RuntimeError(f"{node}: {value}")
@@ -295,7 +298,7 @@ def print_tree(
     def show(span: dict[str, Any], depth: int) -> None:
         attrs = span["attributes"]
         detail = ", ".join(
-            f"{k.split('.')[-1]}={v}"
+            f"{k.split('.')[-1]}={short(v, names) if k == 'raftgrpc.peer' else v}"
             for k, v in attrs.items()
             if k in ("kv.key", "raftgrpc.peer", "raftgrpc.term", "raftgrpc.entries")
         )
