@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUF    := node_modules/.bin/buf
-PROTO  := proto/raftgrpc/v1/transport.proto
+PROTO  := proto/raftgrpc/v1/transport.proto proto/raftgrpc/v1/admin.proto
 
 .PHONY: venv test test-all demo proto proto-check lint bench bench-full clean
 

@@ -31,6 +31,7 @@ from raftgrpc.config import TransportConfig
 from raftgrpc.errors import ConfigError
 from raftgrpc.middleware import FrameObserver, Middleware, dial
 from raftgrpc.server import claimed_node_id
+from raftgrpc.services import ServiceFactory
 from raftgrpc.transport import GrpcTransport
 
 __all__ = ["TransportBuilder", "TransportFactory"]
@@ -62,6 +63,9 @@ class TransportBuilder:
         self._tracing: tuple[Any, float] | None = None
         self._retry_options: list[tuple[str, Any]] = []
         self._closers: list[Callable[[], None]] = []
+        self._jwt_mode: Any = None
+        self._admin: tuple[float, bool] | None = None
+        self._services: list[ServiceFactory] = []
 
     # -- configuration -------------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class TransportBuilder:
             raise ConfigError("with_jwt() needs a verifier, a token factory, or both")
         if verifier is not None:
             mode = auth.AuthMode.ENFORCE if mode is None else auth.AuthMode(mode)
+            self._jwt_mode = mode
             self._layers.append(
                 _Layer(
                     "jwt",
@@ -186,6 +191,28 @@ class TransportBuilder:
         self._layers.append(_Layer("retry", server=retry.server_interceptor()))
         return self
 
+    def with_admin(
+        self, *, timeout_s: float = 10.0, allow_unauthenticated: bool = False
+    ) -> TransportBuilder:
+        """Serve ``raftgrpc.v1.Admin`` (status, membership, leadership transfer, code version:
+        PySyncObj's utility commands, see :mod:`raftgrpc.admin`) to admin-role tokens.
+
+        Refused unless :meth:`with_jwt` enforces tokens, or ``allow_unauthenticated=True``
+        (then callers on loopback addresses only, for development).
+        """
+        from raftgrpc import admin
+
+        if self._admin is not None:
+            raise ConfigError("with_admin() was already called")
+        admin.service(timeout_s=timeout_s)  # validates the settings now
+        self._admin = (timeout_s, allow_unauthenticated)
+        return self
+
+    def with_service(self, factory: ServiceFactory) -> TransportBuilder:
+        """Serve an extra service on every node (see :mod:`raftgrpc.services`)."""
+        self._services.append(factory)
+        return self
+
     def with_server_interceptor(self, *interceptors: Any) -> TransportBuilder:
         """Add user server interceptors, as layers at this position of the chain."""
         self._layers.extend(_Layer("user", server=i) for i in interceptors)
@@ -243,7 +270,15 @@ class TransportBuilder:
 
             provider, ratio = self._tracing
             observer = tracing.FrameTracer(provider, sample_ratio=ratio, node_id=node_id)
+        services = list(self._services)
+        if self._admin is not None:
+            from raftgrpc import admin
+
+            timeout_s, allow = self._admin
+            loopback_only = admin.require_authorization(self._jwt_mode, allow_unauthenticated=allow)
+            services.append(admin.service(timeout_s=timeout_s, loopback_only=loopback_only))
         return Middleware(
+            services=tuple(services),
             server_interceptors=tuple(x.server for x in self._layers if x.server is not None),
             client_interceptors=tuple(x.client for x in self._layers if x.client is not None),
             server_credentials=server_credentials,
@@ -257,6 +292,10 @@ class TransportBuilder:
     def build(self) -> TransportFactory:
         """A ``transportClass`` for PySyncObj: ``SyncObj(..., transportClass=builder.build())``."""
         config = self._config
+        if self._admin is not None:  # fail here rather than when SyncObj starts
+            from raftgrpc import admin
+
+            admin.require_authorization(self._jwt_mode, allow_unauthenticated=self._admin[1])
 
         def factory(syncObj: Any, selfNode: Any, otherNodes: Any) -> GrpcTransport:
             node_id = selfNode.id if selfNode is not None else ""

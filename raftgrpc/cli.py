@@ -12,9 +12,16 @@
 Every command that takes a TOKEN also reads it from standard input when TOKEN is ``-``
 (command-line arguments are visible to other local users in the process list).
 
+``raftgrpc admin ...`` operates a cluster through a node's admin service
+(:mod:`raftgrpc.admin`), like PySyncObj's ``syncobj_admin``: ``status`` (a table, or
+``--json``), ``add``, ``remove``, ``transfer`` and ``set-version``, with an admin-role token
+(``--token-file``), TLS (``--tls-ca``, ``--tls-cert``/``--tls-key``) or
+``--insecure-loopback``. Exit codes: 0 done, 1 refused or failed, 2 a usage error.
+
 The parser is a dispatcher: each command group is added by one ``_add_*_commands``
 function in :data:`COMMAND_GROUPS`, and each command sets ``func`` (``args -> exit code``).
-Exit codes: 0 success, 1 a token did not verify, 2 a usage or input error.
+Exit codes: 0 success, 1 a token did not verify (or an admin command was refused or failed),
+2 a usage or input error.
 """
 
 from __future__ import annotations
@@ -296,7 +303,305 @@ def _add_token_commands(groups: Any) -> None:
     verify.set_defaults(func=_cmd_verify)
 
 
-COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_token_commands]
+# -- admin commands ------------------------------------------------------------------------
+
+_STATE_NAMES = {1: "follower", 2: "candidate", 3: "leader"}
+
+
+def _admin_utility(args: argparse.Namespace) -> Any:
+    """The GrpcUtility the admin options describe."""
+    import grpc
+
+    from raftgrpc.interceptors.auth import FileTokenSource, StaticTokenSource
+    from raftgrpc.utility import GrpcUtility
+
+    tokens: Any = None
+    if args.token is not None and args.token_file is not None:
+        raise CliError("give --token or --token-file, not both")
+    if args.token is not None:
+        tokens = StaticTokenSource(_read_token(args.token))
+    elif args.token_file is not None:
+        tokens = FileTokenSource(args.token_file)
+    tls: Any = None
+    credentials: Any = None
+    options: list[tuple[str, Any]] = []
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key and args.tls_ca):
+            raise CliError("a client certificate needs --tls-cert, --tls-key and --tls-ca")
+        from raftgrpc.tls import TlsConfig
+
+        tls = TlsConfig(
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+            ca_file=args.tls_ca,
+            server_name_override=args.tls_server_name,
+        )
+    elif args.tls_ca:
+        credentials = grpc.ssl_channel_credentials(root_certificates=Path(args.tls_ca).read_bytes())
+        if args.tls_server_name:
+            options.append(("grpc.ssl_target_name_override", args.tls_server_name))
+    elif args.tls_server_name:
+        raise CliError("--tls-server-name needs --tls-ca")
+    if args.insecure_loopback and (tls is not None or credentials is not None):
+        raise CliError("--insecure-loopback and --tls-* exclude each other")
+    if tokens is not None and tls is None and credentials is None and not args.insecure_loopback:
+        raise CliError(
+            "tokens are only sent on secure channels: give --tls-ca (and --tls-cert/--tls-key "
+            "for mTLS), or --insecure-loopback for a node on this host"
+        )
+    if not args.timeout > 0:
+        raise CliError("--timeout must be positive")
+    return GrpcUtility(
+        timeout=args.timeout,
+        tls=tls,
+        channel_credentials=credentials,
+        tokens=tokens,
+        insecure_loopback=args.insecure_loopback,
+        options=options,
+    )
+
+
+def _checked_address(value: str, what: str, allow_empty: bool = False) -> str:
+    from raftgrpc.admin import check_node_address
+    from raftgrpc.errors import ConfigError
+
+    try:
+        return check_node_address(value, allow_empty=allow_empty)
+    except ConfigError:
+        raise CliError(f"{what}: expected HOST:PORT, got {value!r}") from None
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _status_json(response: Any) -> dict[str, Any]:
+    match, next_idx = dict(response.match_idx), dict(response.next_node_idx)
+    return {
+        "node": response.self_node,
+        "state": _STATE_NAMES.get(response.state, "unknown"),
+        "leader": response.leader or None,
+        "has_quorum": response.has_quorum,
+        "raft_term": response.raft_term,
+        "log_len": response.log_len,
+        "commit_idx": response.commit_idx,
+        "last_applied": response.last_applied,
+        "leader_commit_idx": (
+            response.leader_commit_idx if response.HasField("leader_commit_idx") else None
+        ),
+        "partners": [
+            {
+                "node": p.node_id,
+                "connected": p.connected,
+                "match_idx": match.get(p.node_id),
+                "next_idx": next_idx.get(p.node_id),
+            }
+            for p in sorted(response.partners, key=lambda p: p.node_id)
+        ],
+        "readonly_nodes": [
+            {"node": r.node_id, "connected": r.connected}
+            for r in sorted(response.readonly_nodes, key=lambda r: r.node_id)
+        ],
+        "uptime_s": response.uptime_s,
+        "self_code_version": response.self_code_version,
+        "enabled_code_version": response.enabled_code_version,
+        "pysyncobj_version": response.version,
+        "extra": dict(sorted(response.extra.items())),
+    }
+
+
+def _status_table(status: dict[str, Any]) -> str:
+    def text(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value)
+
+    node = [
+        ["NODE", "STATE", "LEADER", "TERM", "COMMIT", "APPLIED", "LOG", "QUORUM", "UPTIME"],
+        [
+            text(status["node"] or "(read-only)"),
+            status["state"],
+            text(status["leader"]),
+            text(status["raft_term"]),
+            text(status["commit_idx"]),
+            text(status["last_applied"]),
+            text(status["log_len"]),
+            text(status["has_quorum"]),
+            f"{status['uptime_s']}s",
+        ],
+    ]
+    parts = [_table(node)]
+    if status["partners"]:
+        partners = [["PARTNER", "CONNECTED", "MATCH", "NEXT"]]
+        partners += [
+            [p["node"], text(p["connected"]), text(p["match_idx"]), text(p["next_idx"])]
+            for p in status["partners"]
+        ]
+        parts.append(_table(partners))
+    if status["readonly_nodes"]:
+        readonly = [["READ-ONLY", "CONNECTED"]]
+        readonly += [[r["node"], text(r["connected"])] for r in status["readonly_nodes"]]
+        parts.append(_table(readonly))
+    parts.append(
+        f"code version {status['self_code_version']} (enabled "
+        f"{status['enabled_code_version']}), pysyncobj {status['pysyncobj_version'] or '?'}"
+    )
+    return "\n\n".join(parts)
+
+
+def _admin_failed(args: argparse.Namespace, what: str, exc: Any) -> int:
+    if args.json:
+        print(
+            _json(
+                {
+                    "ok": False,
+                    "command": args.admin_command,
+                    "node": args.node,
+                    "code": exc.code.name if exc.code is not None else None,
+                    "fail_reason": exc.fail_reason,
+                    "leader": exc.leader or None,
+                    "message": exc.details or str(exc),
+                }
+            )
+        )
+    else:
+        print(f"raftgrpc: {what} failed: {exc}", file=sys.stderr)
+    return 1
+
+
+def _cmd_admin_status(args: argparse.Namespace) -> int:
+    from raftgrpc.utility import GrpcUtilityException
+
+    node = _checked_address(args.node, "--node")
+    with _admin_utility(args) as utility:
+        try:
+            response = utility.status(node)
+        except GrpcUtilityException as exc:
+            return _admin_failed(args, f"status of {node}", exc)
+    status = _status_json(response)
+    print(_json(status) if args.json else _status_table(status))
+    return 0
+
+
+def _cmd_admin_change(args: argparse.Namespace) -> int:
+    from raftgrpc.utility import GrpcUtilityException
+
+    node = _checked_address(args.node, "--node")
+    command = args.admin_command
+    target: Any = None
+    if command in ("add", "remove"):
+        target = _checked_address(args.target, command.upper())
+        message = [command, target]
+        done = f"{'added' if command == 'add' else 'removed'} {target} (via {node})"
+    elif command == "transfer":
+        target = _checked_address(args.target or "", "TARGET", allow_empty=True)
+        message = ["transfer", target]
+        done = (
+            f"leadership transfer from {node} to {target or 'the most caught-up follower'} "
+            "started: run `raftgrpc admin status` to see the new leader"
+        )
+    else:
+        if args.version < 0:
+            raise CliError("VERSION must be >= 0")
+        target = args.version
+        message = ["set_version", args.version]
+        done = f"code version {args.version} enabled (via {node})"
+    with _admin_utility(args) as utility:
+        try:
+            result = utility.run(node, message)
+        except GrpcUtilityException as exc:
+            return _admin_failed(args, f"{command} via {node}", exc)
+    if args.json:
+        print(
+            _json(
+                {"ok": True, "command": command, "node": node, "target": target, "result": result}
+            )
+        )
+    else:
+        print(done)
+    return 0
+
+
+def _add_admin_commands(groups: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--node", required=True, metavar="HOST:PORT", help="the node to ask (its Raft address)"
+    )
+    who = common.add_argument_group("authentication (an admin-role token)")
+    who.add_argument("--token-file", metavar="PATH", help="file holding the token (re-read)")
+    who.add_argument("--token", metavar="TOKEN", help="the token, or - to read stdin")
+    sec = common.add_argument_group("channel security")
+    sec.add_argument("--tls-ca", metavar="PATH", help="CA bundle that verifies the node")
+    sec.add_argument("--tls-cert", metavar="PATH", help="client certificate (mTLS)")
+    sec.add_argument("--tls-key", metavar="PATH", help="its private key (mTLS)")
+    sec.add_argument("--tls-server-name", metavar="NAME", help="verify the node as NAME")
+    sec.add_argument(
+        "--insecure-loopback",
+        action="store_true",
+        help="gRPC local credentials: loopback only, for nodes built with "
+        "allow_insecure_loopback (development)",
+    )
+    common.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+    common.add_argument("--json", action="store_true", help="print JSON")
+
+    admin = groups.add_parser(
+        "admin",
+        help="operate a cluster: status, membership, leadership, code version",
+        description="PySyncObj's syncobj_admin over the authenticated admin service "
+        "(raftgrpc.v1.Admin). Exit status: 0 done, 1 refused or failed, 2 usage error.",
+    )
+    commands = admin.add_subparsers(dest="admin_command", metavar="ADMIN_COMMAND", required=True)
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="the node's view of the cluster",
+        description=("Print the node's status: a table (or --json)."),
+    )
+    status.set_defaults(func=_cmd_admin_status)
+    add = commands.add_parser(
+        "add",
+        parents=[common],
+        help="add a member (dynamicMembershipChange)",
+        description="Add a member; done once the change is committed. Start the new node "
+        "first, with the current members as its partners.",
+    )
+    add.add_argument("target", metavar="NEW_NODE", help="HOST:PORT of the node to add")
+    add.set_defaults(func=_cmd_admin_change)
+    remove = commands.add_parser(
+        "remove",
+        parents=[common],
+        help="remove a member (dynamicMembershipChange)",
+        description="Remove a member; done once the change is committed. A node cannot "
+        "remove itself: ask another one.",
+    )
+    remove.add_argument("target", metavar="NODE", help="HOST:PORT of the member to remove")
+    remove.set_defaults(func=_cmd_admin_change)
+    transfer = commands.add_parser(
+        "transfer",
+        parents=[common],
+        help="hand leadership to a caught-up follower (ask the leader)",
+        description="Ask the leader (--node) to hand leadership to TARGET, or to the most "
+        "caught-up follower when TARGET is omitted.",
+    )
+    transfer.add_argument("target", metavar="TARGET", nargs="?", default="")
+    transfer.set_defaults(func=_cmd_admin_change)
+    version = commands.add_parser(
+        "set-version",
+        parents=[common],
+        help="enable a code version on the cluster",
+        description="Switch the cluster to code VERSION (every node must have it).",
+    )
+    version.add_argument("version", metavar="VERSION", type=int)
+    version.set_defaults(func=_cmd_admin_change)
+
+
+COMMAND_GROUPS: list[Callable[[Any], None]] = [_add_token_commands, _add_admin_commands]
 """Functions that each add one command group to the top-level subparsers."""
 
 

@@ -9,6 +9,7 @@ from raftgrpc.errors import ConfigError
 __all__ = ["TransportConfig"]
 
 _MIB = 1024 * 1024
+_MAY_BE_ZERO = frozenset({"raft_health_max_commit_lag"})
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,32 @@ class TransportConfig:
     shutdown_grace_s: float = 0.5
     """Time ``destroy()`` lets in-flight RPCs finish before cancelling them."""
 
+    health: bool = True
+    """Serve the standard gRPC health service (:mod:`raftgrpc.health`) on the node's port:
+    ``""`` (liveness), ``"raftgrpc.v1.RaftTransport"`` and ``"raft"`` (readiness: a leader is
+    known and this node's commit index is close to it). Not added when the middleware's
+    ``services`` already hold a ``raftgrpc.health.service(...)``."""
+
+    health_listen_address: str | None = None
+    """Also serve health, alone, in plaintext and without interceptors, on this ``host:port``
+    (Kubernetes gRPC probes support neither TLS nor metadata). None: only on the node's port."""
+
+    raft_health_max_commit_lag: int = 100
+    """Entries this node's commit index may trail the leader's while ``"raft"`` is SERVING
+    (0: none)."""
+
+    reflection: bool = False
+    """Serve gRPC server reflection (grpcurl, grpcui) on the node's port, next to health."""
+
     def __post_init__(self) -> None:
         for field in fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            may_be_zero = field.name in _MAY_BE_ZERO
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and (value < 0 or (value == 0 and not may_be_zero))
+            ):
                 raise ConfigError(f"TransportConfig.{field.name} must be > 0, got {value!r}")
         if self.reconnect_initial_s > self.reconnect_max_s:
             raise ConfigError("TransportConfig.reconnect_initial_s must be <= reconnect_max_s")

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import grpc
 
+from raftgrpc.services import ServiceFactory
+
 __all__ = ["FrameObserver", "Middleware", "NodeCallCredentials", "dial"]
 
 
@@ -68,6 +70,9 @@ class Middleware:
 
     frame_observer: FrameObserver | None = None
     """raftgrpc's per-message spans; None traces nothing."""
+
+    services: Sequence[ServiceFactory] = ()
+    """Extra services the node serves (health, admin): see :mod:`raftgrpc.services`."""
 
     on_close: Sequence[Callable[[], None]] = field(default_factory=tuple)
     """Called by ``destroy()`` (e.g. to stop a credential reloader)."""

@@ -13,7 +13,7 @@ import grpc
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport, TransportNotReadyError
 
-from raftgrpc import codec
+from raftgrpc import codec, health
 from raftgrpc.address import grpc_target
 from raftgrpc.backoff import Backoff
 from raftgrpc.config import TransportConfig
@@ -106,6 +106,20 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._pulse_interval_s,
             traced=self._observer is not None,
         )
+        factories = list(self._middleware.services)
+        if self._config.health and not any(
+            isinstance(f, health.HealthServiceFactory) for f in factories
+        ):
+            factories.insert(
+                0,
+                health.service(
+                    max_commit_lag=self._config.raft_health_max_commit_lag,
+                    listen_address=self._config.health_listen_address,
+                    reflection=self._config.reflection,
+                ),
+            )
+        self._services = [make(_Context(self)) for make in factories]
+        self._services_closing = False
         self._server: grpc.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._ready = selfNode is None
@@ -284,6 +298,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if self._destroyed:
             return
         self._destroyed = True
+        self.begin_shutdown()
+        self._drain_outboxes(self._config.shutdown_grace_s)
         for setter in (
             self.setOnMessageReceivedCallback,
             self.setOnNodeConnectedCallback,
@@ -311,11 +327,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         for stream in streams:
             stream.stop(timeout=max(0.0, deadline - time.monotonic()))
         self._monitor.stop()
+        for service in self._services:
+            self._guarded(service.close, "closing a service")
         for close in self._middleware.on_close:
-            try:
-                close()
-            except Exception:
-                logger.exception("raftgrpc: error while closing middleware")
+            self._guarded(close, "closing middleware")
         self._peers.clear()
         self._readonly.clear()
         self._members.clear()
@@ -324,7 +339,21 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._deferred.clear()
         self._bind_over.set()
 
+    def begin_shutdown(self) -> None:
+        """Tell the node's services that it is shutting down (health: NOT_SERVING) before
+        ``destroy()`` does; any thread. :func:`raftgrpc.shutdown.graceful_shutdown` calls it."""
+        if self._services_closing:
+            return
+        self._services_closing = True
+        for service in self._services:
+            self._guarded(service.on_closing, "closing a service")
+
     # -- introspection ------------------------------------------------------------------------
+
+    @property
+    def services(self) -> tuple[Any, ...]:
+        """The node's services (:mod:`raftgrpc.services`), the default health service first."""
+        return tuple(self._services)
 
     def stats(self) -> dict[str, int]:
         """Counters for tests and monitoring (bytes are encoded message bytes)."""
@@ -389,6 +418,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
 
     def _on_tick(self) -> None:
         self._inbox.drain()
+        for service in self._services:
+            self._guarded(service.on_tick, "ticking a service")
         if self._deferred:
             now = time.monotonic()
             due = [d for d in self._deferred if d[0] <= now]
@@ -500,6 +531,24 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def _pulse_interval_s(self) -> float:
         return self._config.liveness_timeout_s / 3
 
+    @staticmethod
+    def _guarded(work: Any, what: str) -> None:
+        # Never raise into PySyncObj's tick thread (or out of destroy()).
+        try:
+            work()
+        except Exception:
+            logger.exception("raftgrpc: error while %s", what)
+
+    def _drain_outboxes(self, grace_s: float) -> None:
+        """Give what is queued for peers up to ``grace_s`` to leave (graceful shutdown)."""
+        deadline = time.monotonic() + grace_s
+        links = [p.link for p in [*self._peers.values(), *self._readonly.values()]]
+        pending = [link for link in links if link is not None and not link.broken]
+        while pending and time.monotonic() < deadline:
+            pending = [link for link in pending if len(link.outbox) and not link.broken]
+            if pending:
+                time.sleep(0.005)
+
     @property
     def _max_item_bytes(self) -> int:
         # Room for the frame envelope around one encoded message.
@@ -523,7 +572,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         )
         server = grpc.server(
             executor,
-            handlers=[self._servicer.handler()],
+            handlers=[
+                self._servicer.handler(),
+                *(h for service in self._services for h in service.handlers()),
+            ],
             interceptors=list(self._middleware.server_interceptors),
             options=self._server_options(),
             maximum_concurrent_rpcs=self._config.max_concurrent_streams,
@@ -590,3 +642,27 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.keepalive_time_s * 500)),
             ("grpc.http2.max_ping_strikes", 0),
         ]
+
+
+class _Context:
+    """The :class:`raftgrpc.services.NodeContext` a transport gives its services."""
+
+    def __init__(self, transport: GrpcTransport) -> None:
+        self._transport = transport
+        self.node_id = transport.node_id
+        self.syncobj = transport._syncobj
+
+    def run_on_tick(self, work: Any) -> bool:
+        if self._transport._destroyed:
+            return False
+        return self._transport._inbox.post(work)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._transport.ready)
+
+    def utility_callbacks(self) -> dict[str, Any]:
+        return dict(self._transport._onUtilityMessageCallbacks)
+
+    def stats(self) -> dict[str, int]:
+        return self._transport.stats()

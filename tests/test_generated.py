@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PROTO = "proto/raftgrpc/v1/transport.proto"
-GENERATED = ("transport_pb2.py", "transport_pb2.pyi", "transport_pb2_grpc.py")
+PROTOS = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "proto").rglob("*.proto"))
+GENERATED = tuple(
+    f"{Path(proto).stem}{suffix}"
+    for proto in PROTOS
+    for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,7 @@ def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f"--python_out={out}",
             f"--pyi_out={out}",
             f"--grpc_python_out={out}",
-            PROTO,
+            *PROTOS,
         ],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -44,6 +48,6 @@ def test_generated_code_is_up_to_date(regenerated: Path, name: str) -> None:
     assert fresh.is_file(), f"protoc did not produce {name}"
     assert committed.is_file(), f"raftgrpc/v1/{name} is missing: run `make proto`"
     assert committed.read_bytes() == fresh.read_bytes(), (
-        f"raftgrpc/v1/{name} is out of date with {PROTO} (or was edited by hand): "
+        f"raftgrpc/v1/{name} is out of date with proto/ (or was edited by hand): "
         "run `make proto` and commit the result"
     )

@@ -12,7 +12,13 @@ from typing import Any
 
 import grpc
 
-__all__ = ["behavior_of", "rewrap"]
+__all__ = [
+    "AnyKindClientInterceptor",
+    "CallDetails",
+    "behavior_of",
+    "is_non_blocking",
+    "rewrap",
+]
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
@@ -26,6 +32,19 @@ def behavior_of(handler: grpc.RpcMethodHandler[Any, Any]) -> Behavior:
     if behavior is None:
         raise ValueError("RpcMethodHandler without a behavior for its kind")
     return behavior
+
+
+def is_non_blocking(handler: grpc.RpcMethodHandler[Any, Any]) -> bool:
+    """Whether the handler's behavior uses grpcio's experimental non-blocking mode (it answers
+    through a callback instead of holding a server thread, like grpc_health's Watch).
+
+    Wrapping such a behavior would make it blocking again; observers (logging, tracing,
+    retry logs) pass these handlers through untouched. Security layers still wrap them.
+    """
+    try:
+        return bool(getattr(behavior_of(handler), "experimental_non_blocking", False))
+    except ValueError:
+        return False
 
 
 def rewrap(

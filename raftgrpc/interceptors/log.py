@@ -44,7 +44,12 @@ from typing import Any
 
 import grpc
 
-from raftgrpc.interceptors._handlers import AnyKindClientInterceptor, behavior_of, rewrap
+from raftgrpc.interceptors._handlers import (
+    AnyKindClientInterceptor,
+    behavior_of,
+    is_non_blocking,
+    rewrap,
+)
 from raftgrpc.ratelimit import RateLimiter
 
 __all__ = ["JsonFormatter", "client_interceptor", "server_interceptor"]
@@ -253,6 +258,8 @@ def _context_details(context: grpc.ServicerContext) -> str | None:
 def _wrap_handler(
     handler: grpc.RpcMethodHandler[Any, Any], method: str, events: _Events
 ) -> grpc.RpcMethodHandler[Any, Any]:
+    if is_non_blocking(handler):
+        return handler  # wrapping would make it hold a server thread (health Watch)
     request_streaming = handler.request_streaming
     behavior = behavior_of(handler)
     if handler.response_streaming:

@@ -6,7 +6,7 @@ backoff and jitter, up to ``maxAttempts`` attempts in all, and only while the se
 started answering (no response headers or messages "committed" yet). This is the right tool
 for idempotent unary calls such as admin calls and handshakes::
 
-    options = retry.channel_options([("raftgrpc.admin.v1.Admin", None)], max_attempts=4)
+    options = retry.channel_options([("raftgrpc.v1.Admin", None)], max_attempts=4)
     channel = grpc.insecure_channel("10.0.0.2:4321", options=options)
 
 There is no client retry interceptor here: one that re-invokes the continuation would retry
@@ -40,7 +40,7 @@ from typing import Any
 import grpc
 
 from raftgrpc.errors import ConfigError
-from raftgrpc.interceptors._handlers import behavior_of, rewrap
+from raftgrpc.interceptors._handlers import behavior_of, is_non_blocking, rewrap
 from raftgrpc.ratelimit import RateLimiter
 
 __all__ = ["channel_options", "server_interceptor", "service_config"]
@@ -141,7 +141,7 @@ class _RetryLog(grpc.ServerInterceptor):  # type: ignore[type-arg]
             ),
             None,
         )
-        if handler is None or previous is None:
+        if handler is None or previous is None or is_non_blocking(handler):
             return handler
         inner = behavior_of(handler)
         method = handler_call_details.method

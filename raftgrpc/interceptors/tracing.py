@@ -66,6 +66,7 @@ from raftgrpc.interceptors._handlers import (
     AnyKindClientInterceptor,
     CallDetails,
     behavior_of,
+    is_non_blocking,
     rewrap,
 )
 
@@ -135,6 +136,8 @@ class _ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
 
 def _with_status_fix(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    if is_non_blocking(handler):
+        return handler
     behavior = behavior_of(handler)
     wrapper: Callable[[Any, grpc.ServicerContext], Any]
     if handler.response_streaming:

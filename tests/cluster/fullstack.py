@@ -3,7 +3,8 @@
 The layers a production cluster would run: structured logging, OpenTelemetry tracing (RPC
 spans and raftgrpc's message spans at a 1% sample ratio, exported in batches to an exporter
 that only counts), and JWT auth in enforce mode with ES256 node tokens bound to the node
-identity, sent over gRPC's local (loopback-only) credentials.
+identity, sent over gRPC's local (loopback-only) credentials. Each node also serves the admin
+service (raftgrpc.admin) to admin-role tokens.
 
 The signing key and key set live in ``$RAFTGRPC_FULL_KEYS`` (default: a directory in the
 temp dir); the first process to need them creates them under a file lock, so every node of
@@ -66,7 +67,8 @@ def ensure_keys() -> Path:
 
 
 def mint(subject: str, **overrides: Any) -> str:
-    """A node token for ``subject`` signed with the cluster's key."""
+    """A token for ``subject`` signed with the cluster's key: a node token, or an operator's
+    with ``role="admin"``; ``overrides`` are SigningTokenSource's parameters."""
     directory = ensure_keys()
     params: dict[str, Any] = {
         "kid": KID,
@@ -110,10 +112,12 @@ def builder() -> TransportBuilder:
         .with_logging()
         .with_tracing(provider, sample_ratio=SAMPLE_RATIO)
         .with_jwt(verifier=verifier, tokens=tokens, allow_insecure_loopback=True)
+        .with_admin()
         .on_close(provider.shutdown)
     )
 
 
 def transport(syncObj: Any, selfNode: Any, otherNodes: Any) -> GrpcTransport:
-    """node.py's transportClass for ``grpc-full``."""
+    """node.py's transportClass for ``grpc-full``: the full middleware, and the admin service
+    (raftgrpc.v1.Admin) for admin-role tokens (``mint("operator", role="admin")``)."""
     return builder().build()(syncObj, selfNode, otherNodes)

@@ -402,6 +402,42 @@ class Node:
     def cmd_quit(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "quitting": True}  # the handler sets self.quit once this is sent
 
+    def cmd_block_peers(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Test hook (health tests): drop every Raft message to and from the nodes in
+        ``peers`` (an empty list heals). The streams stay up (the transport's own pulses still
+        flow), so only Raft sees the partition."""
+        blocked: set[str] = getattr(self, "_blocked", set())
+        if not hasattr(self, "_blocked"):
+            self._blocked = blocked
+            transport = self.transport
+            send, deliver = transport.send, transport._onMessageReceivedCallback
+
+            def filtered_send(node: Any, message: Any) -> bool:
+                return False if node.id in blocked else bool(send(node, message))
+
+            def filtered_deliver(node: Any, message: Any) -> None:
+                if node.id not in blocked:
+                    deliver(node, message)
+
+            transport.send = filtered_send
+            transport._onMessageReceivedCallback = filtered_deliver
+        blocked.clear()
+        blocked.update(req.get("peers", []))
+        return {"ok": True, "blocked": sorted(blocked)}
+
+    def cmd_graceful_quit(self, req: dict[str, Any]) -> dict[str, Any]:
+        """raftgrpc.shutdown.graceful_shutdown, then quit; the reply holds its report."""
+        from dataclasses import asdict
+
+        from raftgrpc.shutdown import graceful_shutdown
+
+        report = graceful_shutdown(
+            self.obj,
+            transfer_timeout_s=float(req.get("transfer_timeout_s", 5.0)),
+            drain_s=float(req.get("drain_s", 1.0)),
+        )
+        return {"ok": True, "quitting": True, "report": asdict(report)}
+
     def dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
         handler = getattr(self, "cmd_" + str(req.get("cmd")), None)
         if handler is None:

@@ -1,0 +1,436 @@
+"""The server side: the interceptor that verifies tokens, roles and identities."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, NoReturn
+
+import grpc
+
+from raftgrpc.errors import ConfigError
+from raftgrpc.interceptors._handlers import (
+    behavior_of,
+    rewrap,
+)
+from raftgrpc.interceptors.auth._common import (
+    DEFAULT_EXEMPT_METHODS,
+    DEFAULT_METHOD_ROLES,
+    AuthError,
+    AuthMode,
+    Claims,
+    _current_claims,
+    _unauthenticated,
+    logger,
+    required_role_for,
+)
+from raftgrpc.interceptors.auth.verify import (
+    TokenVerifier,
+)
+
+
+def _peer_host(peer: str) -> str:
+    """``ipv4:1.2.3.4:5678`` -> ``ipv4:1.2.3.4`` (a reconnecting client keeps its bucket)."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
+
+
+class _DenialLogLimiter:
+    """At most ``limit`` denial log lines per peer host per ``window_s``; the rest are
+    counted and reported in one summary line when the window ends."""
+
+    _OVERFLOW = "<other peers>"
+
+    def __init__(
+        self, limit: int, window_s: float, clock: Callable[[], float], max_peers: int = 1024
+    ) -> None:
+        self._limit = limit
+        self._window_s = window_s
+        self._clock = clock
+        self._max_peers = max_peers
+        self._lock = threading.Lock()
+        self._peers: dict[str, list[float]] = {}  # host -> [window start, logged, suppressed]
+        self._next_sweep = clock() + window_s
+
+    def admit(self, peer: str) -> tuple[bool, list[tuple[str, int]]]:
+        """Whether to log a denial from ``peer``, and (host, count) summaries now due."""
+        host = _peer_host(peer)
+        summaries: list[tuple[str, int]] = []
+        with self._lock:
+            now = self._clock()
+            if now >= self._next_sweep:
+                self._next_sweep = now + self._window_s
+                for key, old in list(self._peers.items()):
+                    if now - old[0] >= self._window_s:
+                        if old[2]:
+                            summaries.append((key, int(old[2])))
+                        del self._peers[key]
+            if host not in self._peers and len(self._peers) >= self._max_peers:
+                host = self._OVERFLOW
+            entry = self._peers.get(host)
+            if entry is None or now - entry[0] >= self._window_s:
+                if entry is not None and entry[2]:
+                    summaries.append((host, int(entry[2])))
+                self._peers[host] = [now, 1, 0]
+                return True, summaries
+            if entry[1] < self._limit:
+                entry[1] += 1
+                return True, summaries
+            entry[2] += 1
+            return False, summaries
+
+
+class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        mode: AuthMode,
+        identity_of: Callable[[Any], str | None] | None,
+        exempt_methods: Collection[str],
+        required_role: str | None,
+        limiter: _DenialLogLimiter,
+        method_roles: Mapping[str, str] = DEFAULT_METHOD_ROLES,
+    ) -> None:
+        self._verifier = verifier
+        self._mode = mode
+        self._identity_of = identity_of
+        self._exempt = frozenset(exempt_methods)
+        self._required_role = required_role
+        self._method_roles: Mapping[str, str] = MappingProxyType(dict(method_roles))
+        self._limiter = limiter
+        self._window_s = limiter._window_s
+
+    # Runs on gRPC's dispatch thread: only rewraps the handler; all checks run in the
+    # wrapped behavior, on the handler's worker thread.
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None or self._mode is AuthMode.OFF:
+            return handler
+        method = handler_call_details.method
+        if method in self._exempt:
+            return handler
+        inner = behavior_of(handler)
+        streaming_response = handler.response_streaming
+        role = required_role_for(method, self._method_roles, self._required_role)
+        if handler.request_streaming:
+            return rewrap(
+                handler,
+                self._stream_behavior(inner, method, role, streaming_response=streaming_response),
+            )
+        return rewrap(
+            handler,
+            self._unary_behavior(inner, method, role, streaming_response=streaming_response),
+        )
+
+    # -- behaviors --
+
+    def _unary_behavior(
+        self, inner: Any, method: str, role: str | None, *, streaming_response: bool
+    ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            call = _Call(self, context, method, role)
+            call.authenticate()
+            call.check_identity(request)
+            return _run(inner, request, context, call.claims, streaming_response)
+
+        return behavior
+
+    def _stream_behavior(
+        self, inner: Any, method: str, role: str | None, *, streaming_response: bool
+    ) -> Callable[[Iterator[Any], grpc.ServicerContext], Any]:
+        def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            call = _Call(self, context, method, role)
+            call.authenticate()
+            guarded = _GuardedRequests(iter(requests), call)
+            return _run(inner, guarded, context, call.claims, streaming_response)
+
+        return behavior
+
+    # -- logging --
+
+    def log_denied(self, call: _Call, error: AuthError, subject: str | None) -> None:
+        event = "auth.audit" if self._mode is AuthMode.AUDIT else "auth.denied"
+        peer = call.context.peer()
+        admitted, summaries = self._limiter.admit(peer)
+        for host, count in summaries:
+            logger.warning(
+                "raftgrpc: suppressed %d auth denial log lines from %s in the last %.0f s",
+                count,
+                host,
+                self._window_s,
+                extra={"event": "auth.suppressed", "peer": host, "count": count},
+            )
+        if not admitted:
+            return
+        verb = "would refuse (audit mode)" if event == "auth.audit" else "refused"
+        logger.warning(
+            "raftgrpc: %s %s from %s%s: %s (%s)",
+            verb,
+            call.method,
+            peer,
+            f" as {subject!r}" if subject else "",
+            error.reason,
+            error.code.name,
+            extra={
+                "event": event,
+                "method": call.method,
+                "peer": peer,
+                "subject": subject,
+                "reason": error.reason,
+                "code": error.code.name,
+            },
+        )
+
+    def log_accepted(self, call: _Call, claims: Claims) -> None:
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        peer = call.context.peer()
+        logger.debug(
+            "raftgrpc: accepted %s from %s as %r (role %s, key %s)",
+            call.method,
+            peer,
+            claims.subject,
+            claims.role,
+            claims.key_id,
+            extra={
+                "event": "auth.accepted",
+                "method": call.method,
+                "peer": peer,
+                "subject": claims.subject,
+                "reason": None,
+                "code": grpc.StatusCode.OK.name,
+            },
+        )
+
+
+def _run(
+    inner: Any, argument: Any, context: grpc.ServicerContext, claims: Claims | None, stream: bool
+) -> Any:
+    """Call the original behavior with the claims visible through current_claims()."""
+    reset = _current_claims.set(claims)
+    try:
+        result = inner(argument, context)
+    finally:
+        _current_claims.reset(reset)
+    return _with_claims(iter(result), claims) if stream else result
+
+
+def _with_claims(responses: Iterator[Any], claims: Claims | None) -> Iterator[Any]:
+    # Set around each step only: the generator may be finished on another thread or never.
+    try:
+        while True:
+            reset = _current_claims.set(claims)
+            try:
+                response = next(responses)
+            except StopIteration:
+                return
+            finally:
+                _current_claims.reset(reset)
+            yield response
+    finally:
+        close = getattr(responses, "close", None)
+        if close is not None:
+            close()  # a cancelled call: let the handler's generator clean up now
+
+
+class _Call:
+    """The auth state of one call, on its handler's thread."""
+
+    __slots__ = ("audit_logged", "claims", "context", "interceptor", "method", "refused", "role")
+
+    def __init__(
+        self,
+        interceptor: _Interceptor,
+        context: grpc.ServicerContext,
+        method: str,
+        role: str | None = None,
+    ) -> None:
+        self.interceptor = interceptor
+        self.context = context
+        self.method = method
+        self.role = role
+        self.claims: Claims | None = None
+        self.audit_logged = False
+        self.refused: AuthError | None = None
+
+    def fail(self, error: AuthError, subject: str | None = None) -> None:
+        """Log; abort in ENFORCE mode, return in AUDIT mode."""
+        self.interceptor.log_denied(self, error, subject)
+        if self.interceptor._mode is AuthMode.ENFORCE:
+            self.refused = error
+            self.abort(error)
+
+    def abort(self, error: AuthError) -> NoReturn:
+        self.context.abort(error.code, error.reason)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def authenticate(self) -> None:
+        try:
+            token = _bearer_token(self.context.invocation_metadata())
+            claims = self.interceptor._verifier.verify(token)
+        except AuthError as error:
+            self.fail(error)
+            return
+        except Exception as exc:  # a bug or a broken key; never let details escape
+            logger.exception("raftgrpc: token verification failed unexpectedly")
+            self.fail(_unauthenticated(f"verification error ({type(exc).__name__})"))
+            return
+        self.claims = claims  # verified, even if the role is refused below (AUDIT mode)
+        role = self.role
+        if role is not None and claims.role != role:
+            self.fail(
+                AuthError(grpc.StatusCode.PERMISSION_DENIED, f"role {role!r} required"),
+                claims.subject,
+            )
+            return
+        self.interceptor.log_accepted(self, claims)
+
+    def check_identity(self, request: Any) -> None:
+        """Bind the identity ``request`` claims to the token's subject."""
+        identity_of = self.interceptor._identity_of
+        if identity_of is None or self.claims is None:
+            return
+        try:
+            claimed = identity_of(request)
+        except Exception as exc:
+            self.fail(
+                AuthError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"cannot read the claimed identity ({type(exc).__name__})",
+                ),
+                self.claims.subject,
+            )
+            return
+        if claimed is not None and claimed != self.claims.subject:
+            self.fail(
+                AuthError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "token subject does not match the claimed identity",
+                ),
+                self.claims.subject,
+            )
+
+    def check_fresh(self) -> None:
+        """A stream cannot outlive its token."""
+        claims = self.claims
+        if claims is None or not self.interceptor._verifier.expired(claims):
+            return
+        if self.interceptor._mode is AuthMode.AUDIT:
+            if self.audit_logged:
+                return
+            self.audit_logged = True
+        self.fail(_unauthenticated("token expired"), claims.subject)
+
+
+class _GuardedRequests:
+    """A request iterator that checks the first request's identity and, on every request,
+    that the token has not expired; the handler never sees a refused request."""
+
+    __slots__ = ("_call", "_first", "_requests")
+
+    def __init__(self, requests: Iterator[Any], call: _Call) -> None:
+        self._requests = requests
+        self._call = call
+        self._first = True
+
+    def __iter__(self) -> _GuardedRequests:
+        return self
+
+    def __next__(self) -> Any:
+        call = self._call
+        if call.refused is not None:  # the handler swallowed the abort and reads on
+            call.abort(call.refused)
+        request = next(self._requests)
+        if self._first:
+            self._first = False
+            call.check_identity(request)
+        call.check_fresh()
+        return request
+
+
+def _bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    values = [v for k, v in metadata or () if k.lower() == "authorization"]
+    if not values:
+        raise _unauthenticated("missing authorization metadata")
+    if len(values) > 1:
+        raise _unauthenticated("more than one authorization metadata entry")
+    value = values[0]
+    if isinstance(value, bytes):
+        raise _unauthenticated("malformed authorization metadata")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthenticated("malformed authorization metadata")
+    return token.strip()
+
+
+def server_interceptor(
+    verifier: TokenVerifier,
+    mode: AuthMode | str = AuthMode.ENFORCE,
+    identity_of: Callable[[Any], str | None] | None = None,
+    exempt_methods: Collection[str] = DEFAULT_EXEMPT_METHODS,
+    required_role: str | None = None,
+    *,
+    method_roles: Mapping[str, str] = DEFAULT_METHOD_ROLES,
+    denial_log_limit: int = 5,
+    denial_log_window_s: float = 10.0,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> grpc.ServerInterceptor:  # type: ignore[type-arg]
+    """A server interceptor that authenticates every call by its bearer token.
+
+    The token is taken from the ``authorization: Bearer <token>`` metadata and verified by
+    ``verifier``; a missing or malformed entry, or an invalid token, ends the call with
+    ``UNAUTHENTICATED`` and a short reason.
+
+    Roles (the ``raftgrpc_role`` claim, "node" when absent): a method requires the role that
+    ``method_roles`` gives the longest prefix of its path (:data:`DEFAULT_METHOD_ROLES`: the
+    Raft stream ``/raftgrpc.v1.RaftTransport/`` needs "node", the admin service
+    ``/raftgrpc.v1.Admin/`` needs "admin"); a method no prefix matches requires
+    ``required_role``, or any role when that is None. A valid token with another role ends
+    the call with ``PERMISSION_DENIED`` ("role 'admin' required"). Pass ``method_roles={}``
+    to check roles by ``required_role`` alone. Methods in ``exempt_methods`` (health and
+    reflection by default) are served without a token.
+
+    Identity binding: ``identity_of(request)`` is applied to the request of a unary call and
+    to the first request of a request stream; if it returns an identity other than the
+    token's ``sub``, the call ends with ``PERMISSION_DENIED`` ("token subject does not match
+    the claimed identity") and the handler never sees that request (if it raises:
+    ``INVALID_ARGUMENT``). On every request of a stream, a token that has expired (``exp``
+    plus the leeway) ends the stream with ``UNAUTHENTICATED`` ("token expired"): a stream
+    cannot outlive its token, the client redials with a fresh one.
+
+    Inside the handler, :func:`current_claims` returns the verified claims.
+
+    ``mode``: ``ENFORCE`` refuses; ``AUDIT`` logs what it would refuse and serves the call;
+    ``OFF`` returns every handler unchanged.
+
+    The checks run on the handler's worker thread (the wrapped handler keeps the method's
+    serializers and streaming kind); gRPC's dispatch thread only rewraps the handler.
+
+    Each decision is logged on ``raftgrpc.auth`` with ``extra`` keys ``event``
+    (``auth.accepted`` at DEBUG; ``auth.denied``, or ``auth.audit`` in AUDIT mode, at
+    WARNING), ``method``, ``peer``, ``subject``, ``reason`` and ``code``. Denial lines are
+    limited to ``denial_log_limit`` per peer host per ``denial_log_window_s``; the rest are
+    counted, and reported in one ``auth.suppressed`` line (``peer``, ``count``) with the
+    first denial after the window. ``monotonic`` is injectable for tests.
+    """
+    mode = AuthMode(mode)
+    if denial_log_limit < 1 or denial_log_window_s <= 0:
+        raise ConfigError("denial_log_limit must be >= 1 and denial_log_window_s > 0")
+    limiter = _DenialLogLimiter(denial_log_limit, denial_log_window_s, monotonic)
+    for prefix, role in method_roles.items():
+        if not prefix.startswith("/") or not role:
+            raise ConfigError(
+                f"method_roles: {prefix!r} -> {role!r}: a prefix starts with '/' and a role "
+                "is non-empty"
+            )
+    return _Interceptor(
+        verifier, mode, identity_of, exempt_methods, required_role, limiter, method_roles
+    )
