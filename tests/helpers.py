@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -27,3 +28,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def auth_files(directory: Path) -> tuple[Any, Callable[[str], Any]]:
+    """A fresh ES256 signing key and key set in ``directory`` (made with ``raftgrpc token
+    keygen``): a TokenVerifier for audience and issuer "test", and a node token factory."""
+    from raftgrpc import cli
+    from raftgrpc.interceptors import auth
+
+    pem, jwks = directory / "signing.pem", directory / "jwks.json"
+    argv = ["token", "keygen", "--alg", "ES256", "--kid", "k1"]
+    assert cli.main([*argv, "--private-out", str(pem), "--jwks", str(jwks)]) == 0
+    verifier = auth.TokenVerifier(auth.KeySet.from_file(jwks), audience="test", issuer="test")
+
+    def tokens(node_id: str) -> Any:
+        return auth.SigningTokenSource(
+            pem.read_bytes(), "k1", "ES256", subject=node_id, audience="test", issuer="test"
+        )
+
+    return verifier, tokens

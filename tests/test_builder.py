@@ -14,7 +14,7 @@ import pytest
 from raftgrpc import ConfigError, TransportBuilder, TransportConfig
 from raftgrpc.middleware import Middleware
 from tests.certs import make_ca, node_cert, tls_config
-from tests.helpers import free_port, wait_until
+from tests.helpers import auth_files, free_port, wait_until
 from tests.host import Host, pair
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,23 +92,6 @@ def test_tokens_without_a_secure_channel_are_refused_at_build_time() -> None:
         Middleware(call_credentials=lambda node_id: grpc.access_token_call_credentials("t"))
 
 
-def _auth_files(tmp_path: Path) -> tuple[Any, Callable[[str], Any]]:
-    from raftgrpc import cli
-    from raftgrpc.interceptors import auth
-
-    pem, jwks = tmp_path / "signing.pem", tmp_path / "jwks.json"
-    argv = ["token", "keygen", "--alg", "ES256", "--kid", "k1"]
-    assert cli.main([*argv, "--private-out", str(pem), "--jwks", str(jwks)]) == 0
-    verifier = auth.TokenVerifier(auth.KeySet.from_file(jwks), audience="test", issuer="test")
-
-    def tokens(node_id: str) -> Any:
-        return auth.SigningTokenSource(
-            pem.read_bytes(), "k1", "ES256", subject=node_id, audience="test", issuer="test"
-        )
-
-    return verifier, tokens
-
-
 @pytest.mark.parametrize("mode", ["audit", "enforce"])
 def test_rolling_auth_on_audit_accepts_old_nodes_and_enforce_refuses_them(
     hosts: list[Host], tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
@@ -121,7 +104,7 @@ def test_rolling_auth_on_audit_accepts_old_nodes_and_enforce_refuses_them(
             node_cert(ca, node_id, directory=tmp_path / "certs"), require_client_cert=True
         )
 
-    verifier, tokens = _auth_files(tmp_path)
+    verifier, tokens = auth_files(tmp_path)
     new = TransportBuilder().with_tls(tls).with_jwt(verifier=verifier, tokens=tokens, mode=mode)
     old = TransportBuilder().with_tls(tls)
     a_addr, b_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
@@ -155,7 +138,7 @@ def test_dial_gives_unary_calls_the_same_security_and_identity(tmp_path: Path) -
 
     from raftgrpc.interceptors import auth
 
-    verifier, tokens = _auth_files(tmp_path)
+    verifier, tokens = auth_files(tmp_path)
     builder = (
         TransportBuilder()
         .with_jwt(verifier=verifier, tokens=tokens, allow_insecure_loopback=True)

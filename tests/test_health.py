@@ -19,7 +19,7 @@ from raftgrpc import GrpcTransport, Middleware, TransportBuilder, TransportConfi
 from raftgrpc.link import PROTOCOL_VERSION
 from raftgrpc.server import STREAM_METHOD
 from raftgrpc.v1 import transport_pb2 as pb
-from tests.helpers import free_port, wait_until
+from tests.helpers import auth_files, free_port, wait_until
 from tests.host import Host
 
 pytestmark = pytest.mark.timeout(60)
@@ -284,19 +284,7 @@ def test_read_only_node_serves_health_on_its_own_port(
 
 
 def _auth_builder(tmp_path: Path) -> TransportBuilder:
-    from raftgrpc import cli
-    from raftgrpc.interceptors import auth
-
-    pem, jwks = tmp_path / "signing.pem", tmp_path / "jwks.json"
-    argv = ["token", "keygen", "--alg", "ES256", "--kid", "k1"]
-    assert cli.main([*argv, "--private-out", str(pem), "--jwks", str(jwks)]) == 0
-    verifier = auth.TokenVerifier(auth.KeySet.from_file(jwks), audience="test", issuer="test")
-
-    def tokens(node_id: str) -> Any:
-        return auth.SigningTokenSource(
-            pem.read_bytes(), "k1", "ES256", subject=node_id, audience="test", issuer="test"
-        )
-
+    verifier, tokens = auth_files(tmp_path)
     return (
         TransportBuilder()
         .with_logging()

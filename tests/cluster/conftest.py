@@ -64,3 +64,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords and HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def full_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    """A cluster on ``grpc-full`` (tests/cluster/fullstack.py), its keys in ``tmp_path``."""
+    import fullstack
+
+    monkeypatch.setenv("RAFTGRPC_FULL_KEYS", str(tmp_path / "keys"))
+    fullstack.ensure_keys()
+    c = Cluster("grpc-full", tmp_path)
+    yield c
+    rep = getattr(request.node, "rep_call", None)
+    c.close(dump_logs=rep is None or rep.failed)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,6 @@ pytestmark = pytest.mark.timeout(180)
 # Failures worth retrying while a cluster settles (PySyncObj denies a membership change
 # while the previous one, or the new leader's first entry, is not committed yet).
 _RETRY = {"REQUEST_DENIED", "MISSING_LEADER", "NOT_LEADER", "LEADER_CHANGED", "TIMEOUT"}
-
-
-@pytest.fixture
-def full_cluster(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Iterator[Cluster]:
-    monkeypatch.setenv("RAFTGRPC_FULL_KEYS", str(tmp_path / "keys"))
-    fullstack.ensure_keys()
-    c = Cluster("grpc-full", tmp_path)
-    yield c
-    rep = getattr(request.node, "rep_call", None)
-    c.close(dump_logs=rep is None or rep.failed)
 
 
 def _utility(token: str | None) -> GrpcUtility:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import fullstack
@@ -26,18 +24,6 @@ from raftgrpc.v1 import transport_pb2 as pb
 pytestmark = pytest.mark.timeout(240)
 
 _LOCAL = grpc.LocalConnectionType.LOCAL_TCP
-
-
-@pytest.fixture
-def full_cluster(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Iterator[Cluster]:
-    monkeypatch.setenv("RAFTGRPC_FULL_KEYS", str(tmp_path / "keys"))
-    fullstack.ensure_keys()
-    c = Cluster("grpc-full", tmp_path)
-    yield c
-    rep = getattr(request.node, "rep_call", None)
-    c.close(dump_logs=rep is None or rep.failed)
 
 
 def items(prefix: str, n: int) -> dict[str, Any]:
