@@ -313,6 +313,11 @@ class _Outcome:
     def wait(self, timeout: float) -> bool:
         return self._done.wait(timeout)
 
+    @property
+    def settled(self) -> bool:
+        """Whether the call has its outcome (an answer, or a refusal such as a timeout)."""
+        return self._done.is_set()
+
 
 def _is_loopback(peer: str) -> bool:
     """Whether a gRPC peer string (``ipv4:127.0.0.1:5678``, ``ipv6:[::1]:5678``, ``unix:...``)
@@ -504,6 +509,10 @@ class AdminService:
             utility = self._ctx.utility_callbacks
 
             def work() -> None:  # on the tick thread; never raises
+                if outcome.settled:
+                    # The caller is gone (deadline, cancel, shutdown): it was told the
+                    # command did not run, so it must not run now.
+                    return
                 try:
                     callback = utility().get(command)
                     if callback is None:

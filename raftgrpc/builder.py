@@ -112,8 +112,10 @@ class TransportBuilder:
         ``verifier`` (a ``TokenVerifier``) checks the tokens of inbound calls, in ``mode``
         (``AuthMode.ENFORCE`` by default; ``AUDIT`` logs and accepts, for rolling it out).
         The subject of a token must be the node id its stream claims in its Hello.
-        ``tokens(node_id)`` returns the ``TokenSource`` a node attaches to the calls it makes
-        (read-only nodes get ``""``). Tokens are sent only on TLS channels; without
+        ``tokens(node_id)`` returns the ``TokenSource`` a node attaches to the calls it makes;
+        it is called once per transport. A read-only node is asked for ``tokens("")``: give
+        it a token of its own (e.g. ``subject=node_id or "reader-1"``), which can only open
+        read-only streams. Tokens are sent only on TLS channels; without
         :meth:`with_tls`, ``allow_insecure_loopback=True`` sends them over local credentials,
         which gRPC allows on loopback connections only (development).
         """
@@ -263,7 +265,16 @@ class TransportBuilder:
                     "JWT tokens are only sent on secure channels: call with_tls(), or pass "
                     "allow_insecure_loopback=True to with_jwt() for a loopback-only cluster"
                 )
-            call_credentials = self._call_credentials
+            # The node's token source is made once, here, when its transport is created
+            # (not on each dial, which may run on the tick thread): a factory that fails
+            # fails the transport's construction with its own error.
+            from raftgrpc.interceptors import auth
+
+            credentials = auth.call_credentials(self._token_factory(node_id))
+
+            def call_credentials(_node_id: str) -> grpc.CallCredentials:
+                return credentials
+
         observer: FrameObserver | None = None
         if self._tracing is not None:
             from raftgrpc.interceptors import tracing
@@ -310,12 +321,6 @@ class TransportBuilder:
         """A channel to a node's address with this configuration's security, client
         interceptors and retry policy, for unary calls (admin, health) made as ``node_id``."""
         return dial(grpc_target(address), self.middleware(node_id), node_id, self._retry_options)
-
-    def _call_credentials(self, node_id: str) -> grpc.CallCredentials:
-        from raftgrpc.interceptors import auth
-
-        assert self._token_factory is not None
-        return auth.call_credentials(self._token_factory(node_id))
 
 
 def _raft_identity(request: Any) -> str | None:

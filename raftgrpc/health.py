@@ -154,6 +154,7 @@ class HealthService:
         self._server: grpc.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._server_lock = threading.Lock()
+        self._bind_failures = 0
         self._next_bind = float("-inf")
         self.health_port: int | None = None
         """The bound port of the separate health server (``listen_address``), once bound."""
@@ -281,11 +282,18 @@ class HealthService:
         except Exception as exc:
             server.stop(None)
             executor.shutdown(wait=False)
-            logger.error(
+            # Retried about every second: an ERROR line the first time, then DEBUG.
+            self._bind_failures += 1
+            logger.log(
+                logging.ERROR if self._bind_failures == 1 else logging.DEBUG,
                 "raftgrpc: health server cannot listen on %s (retrying): %s",
                 target,
                 exc,
-                extra={"event": "health.bind_failed", "address": target},
+                extra={
+                    "event": "health.bind_failed",
+                    "address": target,
+                    "attempt": self._bind_failures,
+                },
             )
             return
         with self._server_lock:

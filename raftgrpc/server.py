@@ -234,5 +234,15 @@ class RaftStreamServicer:
                     exc,
                     extra={"event": "stream.ended", "peer": str(link.peer), "link": link.id},
                 )
+        except Exception as exc:
+            # A layer that ends the call while reading (the auth layer aborts a stream whose
+            # token expired) raises from the request iterator; the call already has its
+            # status, so the stream just ends here.
+            logger.info(
+                "raftgrpc: stream from %s ended by a layer: %s",
+                link.peer,
+                exc,
+                extra={"event": "stream.ended", "peer": str(link.peer), "link": link.id},
+            )
         finally:
             link.break_()

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives import serialization
 
 from raftgrpc.address import split_host_port
 from raftgrpc.errors import ConfigError
-from raftgrpc.interceptors._handlers import behavior_of, rewrap
+from raftgrpc.interceptors._handlers import behavior_of, is_non_blocking, rewrap
 
 __all__ = [
     "NODE_URI_SCHEME",
@@ -413,6 +413,10 @@ class _IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = handler_call_details.method
+        if is_non_blocking(handler):
+            # Health Watch: wrapping would make it hold a server thread. Nothing to bind:
+            # the TLS handshake itself already required the client's certificate.
+            return handler
         inner = behavior_of(handler)
         if handler.request_streaming:
             return rewrap(handler, self._streaming_behavior(inner, method))

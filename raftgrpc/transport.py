@@ -34,6 +34,10 @@ __all__ = ["GrpcTransport"]
 logger = logging.getLogger("raftgrpc.transport")
 
 
+# What a read-only follower sends: acknowledgements of entries, and commands it forwards.
+_READONLY_SENDS = frozenset({"next_node_idx", "apply_command"})
+
+
 class _Peer:
     """Tick-thread state of one peer: the stream SyncObj currently considers connected."""
 
@@ -74,6 +78,13 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         middleware: Middleware | None = None,
     ) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
+        if getattr(syncObj.conf, "password", None):
+            # TCPTransport encrypts with the password; silently ignoring it would send what
+            # the user meant to protect in plaintext.
+            raise ConfigError(
+                "SyncObjConf.password is TCPTransport's encryption and GrpcTransport does not "
+                "use it; remove it from SyncObjConf and secure the cluster at the gRPC layer"
+            )
         self._config = config if config is not None else TransportConfig()
         self._middleware = middleware if middleware is not None else Middleware()
         self._observer = self._middleware.frame_observer
@@ -118,7 +129,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                     reflection=self._config.reflection,
                 ),
             )
-        self._services = [make(_Context(self)) for make in factories]
+        self._services: list[Any] = []
         self._services_closing = False
         self._server: grpc.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -131,15 +142,14 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         """The port the server listens on, once bound."""
         if self._ready:
             self._bind_over.set()
-        if getattr(self._conf, "password", None):
-            # TCPTransport encrypts with the password; silently ignoring it would send what
-            # the user meant to protect in plaintext.
-            raise ConfigError(
-                "SyncObjConf.password is TCPTransport's encryption and GrpcTransport does not "
-                "use it; remove it from SyncObjConf and secure the cluster at the gRPC layer"
-            )
-        for node in otherNodes:
-            self.addNode(node)
+        try:
+            for make in factories:
+                self._services.append(make(_Context(self)))
+            for node in otherNodes:
+                self.addNode(node)
+        except BaseException:
+            self.destroy()  # release what started (monitor, services, streams)
+            raise
 
     # -- PySyncObj's Transport contract ----------------------------------------------------
 
@@ -258,9 +268,12 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             logger.error("raftgrpc: cannot encode a message for %s: %s", node, exc)
             return False
         if self._observer is not None:
-            carrier = self._observer.on_send(node.id, message, len(data))
-            if carrier is not None:
-                data = codec.with_trace(data, carrier)
+            try:
+                carrier = self._observer.on_send(node.id, message, len(data))
+                if carrier is not None:
+                    data = codec.with_trace(data, carrier)
+            except Exception:
+                logger.exception("raftgrpc: the frame observer failed; sending untraced")
         if len(data) > self._max_item_bytes:
             # gRPC would refuse the frame and reset the stream each time SyncObj resends it.
             logger.error(
@@ -440,6 +453,21 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             # a member: end it, so the sender learns that these messages were not taken.
             link.cancel()
             return
+        if node in self._readonly and not _READONLY_SENDS.issuperset(
+            m.get("type") for m in messages
+        ):
+            # A read-only Hello binds no identity: whoever holds any valid credential may
+            # open one. What a read-only follower legitimately sends cannot move Raft's term
+            # or log; anything else (a vote request, entries) is refused with its stream.
+            kinds = sorted({str(m.get("type")) for m in messages} - _READONLY_SENDS)
+            logger.warning(
+                "raftgrpc: closing read-only stream %s: it sent %s",
+                node,
+                ", ".join(kinds),
+                extra={"event": "stream.refused", "peer": str(node), "reason": "read-only sender"},
+            )
+            link.cancel()
+            return
         if carriers is not None and self._observer is not None:
             self._deliver_traced(node, messages, carriers)
             return
@@ -459,10 +487,22 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         assert observer is not None
         for message, carrier in zip(messages, carriers, strict=True):
             try:
-                with observer.on_receive(node.id, message, carrier, 0):
-                    self._onMessageReceived(node, message)
+                span = observer.on_receive(node.id, message, carrier, 0)
+                span.__enter__()
             except Exception:
+                logger.exception("raftgrpc: the frame observer failed; delivering untraced")
+                span = None
+            error: Exception | None = None
+            try:
+                self._onMessageReceived(node, message)
+            except Exception as exc:
                 logger.exception("raftgrpc: SyncObj failed on a %s message", message.get("type"))
+                error = exc
+            if span is not None:
+                try:
+                    span.__exit__(type(error) if error else None, error, None)
+                except Exception:
+                    logger.exception("raftgrpc: the frame observer failed to end a span")
 
     def _on_established(self, peer: _Peer, link: Link) -> None:
         if self._destroyed or self._peers.get(peer.node) is not peer or link.broken:

@@ -225,3 +225,58 @@ def test_a_stream_that_never_says_hello_is_cancelled(target: Target) -> None:
     _, code, _ = run_stream(target, [hello(target.partner), frame(VOTE)])
     assert code == grpc.StatusCode.OK
     wait_until(lambda: target.received, 5, "a valid stream after the silent one")
+
+
+READ_ONLY_HELLO = pb.StreamRequest(
+    hello=pb.Hello(protocol_version=1, read_only=pb.ReadOnly())
+).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        VOTE,
+        {"type": "response_vote", "term": 9},
+        {"type": "timeout_now", "term": 9},
+        {
+            "type": "append_entries",
+            "term": 9,
+            "commit_index": 5,
+            "prevLogIdx": 5,
+            "prevLogTerm": 3,
+            "entries": [(b"x", 6, 9)],
+        },
+    ],
+    ids=lambda m: m["type"],
+)
+def test_a_read_only_stream_cannot_speak_for_a_voter(
+    target: Target, message: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only Hello binds no identity, so what such a stream may deliver is limited to
+    what a read-only follower sends; anything that could move the term or the log is refused
+    with the stream."""
+    term = target.node.raftCurrentTerm
+    with caplog.at_level(logging.WARNING, logger="raftgrpc.transport"):
+        # Held open by the client: only the node's refusal ends it (else the 20 s deadline).
+        _, code, _ = run_stream(target, [READ_ONLY_HELLO, frame(message)], threading.Event())
+    assert code == grpc.StatusCode.CANCELLED
+    assert target.received == []
+    assert target.node.raftCurrentTerm == term
+    assert any(getattr(r, "event", None) == "stream.refused" for r in caplog.records)
+
+
+def test_a_read_only_stream_delivers_what_a_read_only_follower_sends(target: Target) -> None:
+    ack = {"type": "next_node_idx", "next_node_idx": 7, "reset": False, "success": True}
+    done = threading.Event()
+    outcome: list[Any] = []
+    stream = threading.Thread(
+        target=lambda: outcome.append(run_stream(target, [READ_ONLY_HELLO, frame(ack)], done))
+    )
+    stream.start()
+    try:
+        wait_until(lambda: target.received, 5, "the read-only follower's ack")
+    finally:
+        done.set()  # the client ends the stream at the next message from the node
+        stream.join(10)
+    assert [m for _, m in target.received] == [ack]
+    assert outcome and outcome[0][1] == grpc.StatusCode.OK

@@ -6,7 +6,7 @@ backoff and jitter, up to ``maxAttempts`` attempts in all, and only while the se
 started answering (no response headers or messages "committed" yet). This is the right tool
 for idempotent unary calls such as admin calls and handshakes::
 
-    options = retry.channel_options([("raftgrpc.v1.Admin", None)], max_attempts=4)
+    options = retry.channel_options([("raftgrpc.v1.Admin", "Status")], max_attempts=4)
     channel = grpc.insecure_channel("10.0.0.2:4321", options=options)
 
 There is no client retry interceptor here: one that re-invokes the continuation would retry
