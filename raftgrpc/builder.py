@@ -319,7 +319,9 @@ class TransportBuilder:
 
     def dial(self, address: str, node_id: str = "") -> grpc.Channel:
         """A channel to a node's address with this configuration's security, client
-        interceptors and retry policy, for unary calls (admin, health) made as ``node_id``."""
+        interceptors and retry policy, for unary calls (admin, health) made as ``node_id``
+        (it picks the token subject and, when ``with_tls`` got a function, the certificate
+        files: pass an id that function knows)."""
         return dial(grpc_target(address), self.middleware(node_id), node_id, self._retry_options)
 
 

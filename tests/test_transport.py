@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import socket
 import threading
 import time
 from typing import Any
@@ -10,7 +12,7 @@ import pytest
 from pysyncobj import SyncObjConf
 from pysyncobj.node import TCPNode
 
-from raftgrpc import ConfigError, TransportConfig
+from raftgrpc import ConfigError, GrpcTransport, TransportConfig
 from tests.helpers import free_port, wait_until
 from tests.host import Host, pair
 
@@ -133,10 +135,17 @@ def test_destroy_releases_port_and_threads(hosts: list[Host]) -> None:
 
 
 def test_a_password_is_refused_rather_than_ignored() -> None:
+    before = {t.ident for t in threading.enumerate()}
+    health_port = free_port()
     conf = SyncObjConf(password="s3cret")
+    config = TransportConfig(health_listen_address=f"127.0.0.1:{health_port}")
     with pytest.raises(ConfigError, match="password") as info:
-        Host(f"127.0.0.1:{free_port()}", [], TransportConfig(), conf=conf)
+        Host(f"127.0.0.1:{free_port()}", ["127.0.0.1:1"], config, conf=conf)
     assert "s3cret" not in str(info.value)
+    # Refused before anything started: no thread, and the health port is free.
+    assert {t.ident for t in threading.enumerate()} <= before
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", health_port))
 
 
 def test_a_dropped_member_learns_at_once_that_it_is_not_heard(hosts: list[Host]) -> None:
@@ -181,3 +190,22 @@ def test_a_redialled_stream_is_reported_two_append_entries_periods_after_the_los
     gap = times["connected"] - times["disconnected"]
     assert gap >= 2 * period * 0.95, gap
     assert a.events[-2:] == [("disconnected", b_addr), ("connected", b_addr)]
+
+
+def test_a_failing_service_releases_what_the_transport_had_started() -> None:
+    from raftgrpc import Middleware
+
+    def broken(ctx: Any) -> Any:
+        raise RuntimeError("this service cannot start")
+
+    before = {t.ident for t in threading.enumerate()}
+    health_port = free_port()
+    config = TransportConfig(health_listen_address=f"127.0.0.1:{health_port}")
+    factory = functools.partial(
+        GrpcTransport, config=config, middleware=Middleware(services=(broken,))
+    )
+    with pytest.raises(RuntimeError, match="cannot start"):
+        Host(f"127.0.0.1:{free_port()}", ["127.0.0.1:1"], config, factory=factory)
+    wait_until(lambda: {t.ident for t in threading.enumerate()} <= before, 10, "its threads to end")
+    with socket.socket() as probe:  # the health server it had started is gone
+        probe.bind(("127.0.0.1", health_port))
