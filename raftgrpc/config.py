@@ -114,5 +114,7 @@ class TransportConfig:
                 raise ConfigError(f"TransportConfig.{field.name} must be > 0, got {value!r}")
         if self.reconnect_initial_s > self.reconnect_max_s:
             raise ConfigError("TransportConfig.reconnect_initial_s must be <= reconnect_max_s")
-        if self.frame_bytes > self.max_message_bytes:
-            raise ConfigError("TransportConfig.frame_bytes must be <= max_message_bytes")
+        if self.frame_bytes > self.max_message_bytes // 2:
+            # A frame is frame_bytes of messages plus up to 6 bytes of framing each (tiny
+            # messages nearly double in the worst case); it must stay below gRPC's limit.
+            raise ConfigError("TransportConfig.frame_bytes must be <= max_message_bytes / 2")

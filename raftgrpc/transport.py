@@ -105,10 +105,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self.outbound_meter = ByteMeter()
         """Bytes queued in memory for all peers (``peak`` is the most ever held)."""
         self._inbox = Inbox(self._config.inbound_buffer_bytes)
-        self._inbox.attach(syncObj._poller)
-        syncObj.addOnTickCallback(self._on_tick)
+        self._ticking = False  # whether _on_tick is registered with SyncObj
+        self._last_tick_at = float("-inf")
         self._monitor = LivenessMonitor(self._config.liveness_timeout_s, self.node_id or "ro")
-        self._monitor.start()
         self._servicer = RaftStreamServicer(
             self,
             self._monitor,
@@ -137,12 +136,17 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._bind_over = threading.Event()
         self._bind_attempts = 0
         self._last_bind_attempt = float("-inf")
+        self._closing = False
         self._destroyed = False
         self.bound_port: int | None = None
         """The port the server listens on, once bound."""
         if self._ready:
             self._bind_over.set()
         try:
+            self._inbox.attach(syncObj._poller)
+            syncObj.addOnTickCallback(self._on_tick)
+            self._ticking = True
+            self._monitor.start()
             for make in factories:
                 self._services.append(make(_Context(self)))
             for node in otherNodes:
@@ -308,11 +312,14 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
 
     def destroy(self) -> None:
         """Close every stream, stop the server, and release ports and threads."""
-        if self._destroyed:
+        if self._closing:
             return
-        self._destroyed = True
+        self._closing = True
         self.begin_shutdown()
+        # Still delivering while queued frames leave: a stream whose reader stopped would
+        # be cancelled, queue and all.
         self._drain_outboxes(self._config.shutdown_grace_s)
+        self._destroyed = True
         for setter in (
             self.setOnMessageReceivedCallback,
             self.setOnNodeConnectedCallback,
@@ -321,7 +328,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self.setOnReadonlyNodeDisconnectedCallback,
         ):
             setter(None)
-        self._syncobj.removeOnTickCallback(self._on_tick)
+        if self._ticking:
+            self._ticking = False
+            self._syncobj.removeOnTickCallback(self._on_tick)
         streams = [p.stream for p in self._peers.values() if p.stream is not None]
         streams += self._retired
         for stream in streams:
@@ -430,16 +439,18 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     # -- tick thread ---------------------------------------------------------------------------
 
     def _on_tick(self) -> None:
+        # SyncObj runs its Raft logic (append-entries rounds included) before its tick
+        # callbacks: when the previous tick's callbacks ran after a deferred link's due
+        # time, this tick's round started after it too, and saw the peer disconnected.
+        previous, self._last_tick_at = self._last_tick_at, time.monotonic()
         self._inbox.drain()
         for service in self._services:
             self._guarded(service.on_tick, "ticking a service")
-        if self._deferred:
-            now = time.monotonic()
-            due = [d for d in self._deferred if d[0] <= now]
-            if due:
-                self._deferred = [d for d in self._deferred if d[0] > now]
-                for _, peer, link in due:
-                    self._on_established(peer, link)
+        if self._deferred and any(d[0] <= previous for d in self._deferred):
+            due = [d for d in self._deferred if d[0] <= previous]
+            self._deferred = [d for d in self._deferred if d[0] > previous]
+            for _, peer, link in due:
+                self._guarded(lambda p=peer, k=link: self._report_connected(p, k), "connecting")
 
     def _deliver(
         self,
@@ -457,8 +468,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             m.get("type") for m in messages
         ):
             # A read-only Hello binds no identity: whoever holds any valid credential may
-            # open one. What a read-only follower legitimately sends cannot move Raft's term
-            # or log; anything else (a vote request, entries) is refused with its stream.
+            # open one. Only what a read-only follower sends is taken: acknowledgements, and
+            # commands it forwards (which the leader appends like any client's, membership
+            # changes included). Votes, entries and timeout_now, which would move the term
+            # or overwrite the log as if from a voter, are refused with their stream.
             kinds = sorted({str(m.get("type")) for m in messages} - _READONLY_SENDS)
             logger.warning(
                 "raftgrpc: closing read-only stream %s: it sent %s",
@@ -511,12 +524,17 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             # A read-only node hears back on the stream it opened.
             self._inbound[peer.node] = link
         # SyncObj cancels a chunked transfer (a snapshot) only if it sees the peer
-        # disconnected when its next append-entries round starts. Reporting a redialled
-        # stream within the same period would let the transfer continue mid-way on the new
-        # stream, where the receiver drops it (raftgrpc.guard) and it must start over.
-        due = peer.lost_at + self._conf.appendEntriesPeriod * 2
-        if time.monotonic() < due:
-            self._deferred.append((due, peer, link))
+        # disconnected when an append-entries round starts. Reporting a redialled stream
+        # before such a round would let the transfer continue mid-way on the new stream,
+        # where the receiver drops it (raftgrpc.guard) and it must start over. So after a
+        # loss, the next stream is reported from _on_tick, two periods on at the earliest.
+        if peer.lost_at > float("-inf"):
+            self._deferred.append((peer.lost_at + self._conf.appendEntriesPeriod * 2, peer, link))
+            return
+        self._report_connected(peer, link)
+
+    def _report_connected(self, peer: _Peer, link: Link) -> None:
+        if self._destroyed or self._peers.get(peer.node) is not peer or link.broken:
             return
         peer.link = link
         self._onNodeConnected(peer.node)

@@ -109,6 +109,12 @@ def test_config_validation() -> None:
         TransportConfig(keepalive_time_s=0)
     with pytest.raises(ConfigError, match="frame_bytes"):
         TransportConfig(frame_bytes=10, max_message_bytes=5)
+    with pytest.raises(ConfigError, match="frame_bytes"):  # no room left for the framing
+        TransportConfig(frame_bytes=3 << 20, max_message_bytes=4 << 20)
+    assert TransportConfig(frame_bytes=2 << 20, max_message_bytes=4 << 20).frame_bytes == 2 << 20
+    assert TransportConfig(raft_health_max_commit_lag=0).raft_health_max_commit_lag == 0
+    with pytest.raises(ConfigError, match="raft_health_max_commit_lag"):
+        TransportConfig(raft_health_max_commit_lag=-1)
     assert TransportConfig().liveness_timeout_s == 3.0
 
 
