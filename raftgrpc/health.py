@@ -47,6 +47,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from raftgrpc.address import grpc_target
 from raftgrpc.errors import ConfigError
 from raftgrpc.services import NodeContext
+from raftgrpc.serving import start_server
 
 __all__ = [
     "OVERALL",
@@ -265,23 +266,16 @@ class HealthService:
         assert self._listen_address is not None
         self._next_bind = time.monotonic() + _BIND_RETRY_S
         target = grpc_target(self._listen_address)
-        executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=4, thread_name_prefix="raftgrpc-health"
-        )
-        server = grpc.server(
-            executor,
-            handlers=self._health_handlers(),
-            options=[("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=64,
-        )
         try:
-            port = server.add_insecure_port(target)
-            if not port:
-                raise OSError(f"cannot listen on {target}")
-            server.start()
+            serving = start_server(
+                target,
+                handlers=self._health_handlers(),
+                options=[("grpc.so_reuseport", 0)],
+                max_workers=4,
+                max_concurrent_rpcs=64,
+                thread_name_prefix="raftgrpc-health",
+            )
         except Exception as exc:
-            server.stop(None)
-            executor.shutdown(wait=False)
             # Retried about every second: an ERROR line the first time, then DEBUG.
             self._bind_failures += 1
             logger.log(
@@ -298,12 +292,12 @@ class HealthService:
             return
         with self._server_lock:
             if self._closing:
-                server.stop(None).wait()
-                executor.shutdown(wait=True)
+                serving.server.stop(None).wait()
+                serving.executor.shutdown(wait=True)
                 return
-            self._server = server
-            self._executor = executor
-        self.health_port = port
+            self._server = serving.server
+            self._executor = serving.executor
+        self.health_port = serving.port
         logger.info(
             "raftgrpc: health served on %s",
             target,

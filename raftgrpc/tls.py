@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives import serialization
 
 from raftgrpc.address import split_host_port
 from raftgrpc.errors import ConfigError
-from raftgrpc.interceptors._handlers import behavior_of, is_non_blocking, rewrap
+from raftgrpc.interceptors._handlers import wrap_handler
 
 __all__ = [
     "NODE_URI_SCHEME",
@@ -413,14 +413,10 @@ class _IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = handler_call_details.method
-        if is_non_blocking(handler):
-            # Health Watch: wrapping would make it hold a server thread. Nothing to bind:
-            # the TLS handshake itself already required the client's certificate.
-            return handler
-        inner = behavior_of(handler)
-        if handler.request_streaming:
-            return rewrap(handler, self._streaming_behavior(inner, method))
-        return rewrap(handler, self._unary_behavior(inner, method))
+        make = self._streaming_behavior if handler.request_streaming else self._unary_behavior
+        # A non-blocking handler (health Watch) is left as it is: nothing to bind there, and
+        # the TLS handshake itself already required the client's certificate.
+        return wrap_handler(handler, lambda inner: make(inner, method), keep_non_blocking=True)
 
     def _identities(self, context: grpc.ServicerContext, method: str) -> list[str]:
         identities = peer_identities(context)

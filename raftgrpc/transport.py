@@ -27,6 +27,7 @@ from raftgrpc.middleware import Middleware, dial
 from raftgrpc.outbox import Outbox
 from raftgrpc.peer import PeerEvents, PeerStream
 from raftgrpc.server import RaftStreamServicer
+from raftgrpc.serving import start_server
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = ["GrpcTransport"]
@@ -624,36 +625,22 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         assert self._self_node is not None  # read-only nodes never bind
         address = self._config.listen_address or self._conf.bindAddress or self._self_node.id
         target = grpc_target(address)
-        executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._config.max_concurrent_streams + 2,
-            thread_name_prefix="raftgrpc-server",
-        )
-        server = grpc.server(
-            executor,
+        serving = start_server(
+            target,
             handlers=[
                 self._servicer.handler(),
                 *(h for service in self._services for h in service.handlers()),
             ],
-            interceptors=list(self._middleware.server_interceptors),
+            interceptors=self._middleware.server_interceptors,
             options=self._server_options(),
-            maximum_concurrent_rpcs=self._config.max_concurrent_streams,
+            max_workers=self._config.max_concurrent_streams + 2,
+            max_concurrent_rpcs=self._config.max_concurrent_streams,
+            thread_name_prefix="raftgrpc-server",
+            credentials=self._middleware.server_credentials,
         )
-        try:
-            credentials = self._middleware.server_credentials
-            if credentials is None:
-                port = server.add_insecure_port(target)
-            else:
-                port = server.add_secure_port(target, credentials)
-            if not port:
-                raise OSError(f"cannot listen on {target}")
-            server.start()
-        except BaseException:
-            server.stop(None)
-            executor.shutdown(wait=False)
-            raise
-        self._server = server
-        self._executor = executor
-        self.bound_port = port
+        self._server = serving.server
+        self._executor = serving.executor
+        self.bound_port = serving.port
         logger.info(
             "raftgrpc: node %s listening on %s",
             self.node_id,

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,29 +30,10 @@ class CA:
     def directory(self) -> Path:
         return self.authority.directory
 
-    def issue(
-        self,
-        name: str,
-        *,
-        dns: Iterable[str] = (),
-        ips: Iterable[str] = (),
-        uris: Iterable[str] = (),
-        client: bool = True,
-        server: bool = True,
-        days: int = 1,
-        directory: Path | None = None,
-    ) -> CertFiles:
-        """A leaf certificate with CN ``name`` and the given SANs (see CertificateAuthority)."""
-        return self.authority.issue(
-            name,
-            dns=dns,
-            ips=ips,
-            uris=uris,
-            client=client,
-            server=server,
-            days=days,
-            directory=directory,
-        )
+    def issue(self, name: str, **sans_and_usage: Any) -> CertFiles:
+        """A leaf certificate with CN ``name``: CertificateAuthority.issue's keywords (dns,
+        ips, uris, client, server, days, directory)."""
+        return self.authority.issue(name, **sans_and_usage)
 
 
 def make_ca(tmp_path: Path, name: str = "test-ca") -> CA:

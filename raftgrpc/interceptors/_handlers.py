@@ -18,6 +18,7 @@ __all__ = [
     "behavior_of",
     "is_non_blocking",
     "rewrap",
+    "wrap_handler",
 ]
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
@@ -70,6 +71,24 @@ def rewrap(
         response_serializer=handler.response_serializer,
     )
     return rewrapped
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    wrap: Callable[[Behavior], Behavior],
+    *,
+    keep_non_blocking: bool,
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` with its behavior replaced by ``wrap(behavior)`` (same kind, same
+    serializers).
+
+    ``keep_non_blocking``: return a non-blocking handler (health Watch) as it is, since
+    wrapping would make it hold a server thread; layers that only observe pass True, layers
+    that must check every call (auth) pass False.
+    """
+    if keep_non_blocking and is_non_blocking(handler):
+        return handler
+    return rewrap(handler, wrap(behavior_of(handler)))
 
 
 class CallDetails(grpc.ClientCallDetails):

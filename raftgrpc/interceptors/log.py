@@ -46,9 +46,8 @@ import grpc
 
 from raftgrpc.interceptors._handlers import (
     AnyKindClientInterceptor,
-    behavior_of,
-    is_non_blocking,
-    rewrap,
+    Behavior,
+    wrap_handler,
 )
 from raftgrpc.ratelimit import RateLimiter
 
@@ -258,45 +257,46 @@ def _context_details(context: grpc.ServicerContext) -> str | None:
 def _wrap_handler(
     handler: grpc.RpcMethodHandler[Any, Any], method: str, events: _Events
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    if is_non_blocking(handler):
-        return handler  # wrapping would make it hold a server thread (health Watch)
     request_streaming = handler.request_streaming
-    behavior = behavior_of(handler)
-    if handler.response_streaming:
 
-        def logged_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            rpc = events.start(method, context.peer())
-            if request_streaming:
-                request = _CountIn(request, rpc, events)
-            else:
-                rpc.messages_in = 1
-            try:
-                yield from _count_out(behavior(request, context), rpc, events)
-            except BaseException as exc:
-                events.end(rpc, _server_code(context, exc), _context_details(context))
-                raise
-            events.end(rpc, _server_code(context, None), _context_details(context))
+    def wrap(behavior: Behavior) -> Behavior:
+        if handler.response_streaming:
 
-        wrapped: Any = logged_stream
-    else:
+            def logged_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                rpc = events.start(method, context.peer())
+                if request_streaming:
+                    request = _CountIn(request, rpc, events)
+                else:
+                    rpc.messages_in = 1
+                try:
+                    yield from _count_out(behavior(request, context), rpc, events)
+                except BaseException as exc:
+                    events.end(rpc, _server_code(context, exc), _context_details(context))
+                    raise
+                events.end(rpc, _server_code(context, None), _context_details(context))
 
-        def logged_unary(request: Any, context: grpc.ServicerContext) -> Any:
-            rpc = events.start(method, context.peer())
-            if request_streaming:
-                request = _CountIn(request, rpc, events)
-            else:
-                rpc.messages_in = 1
-            try:
-                response = behavior(request, context)
-            except BaseException as exc:
-                events.end(rpc, _server_code(context, exc), _context_details(context))
-                raise
-            rpc.messages_out = 1
-            events.end(rpc, _server_code(context, None), _context_details(context))
-            return response
+            wrapped: Behavior = logged_stream
+        else:
 
-        wrapped = logged_unary
-    return rewrap(handler, wrapped)
+            def logged_unary(request: Any, context: grpc.ServicerContext) -> Any:
+                rpc = events.start(method, context.peer())
+                if request_streaming:
+                    request = _CountIn(request, rpc, events)
+                else:
+                    rpc.messages_in = 1
+                try:
+                    response = behavior(request, context)
+                except BaseException as exc:
+                    events.end(rpc, _server_code(context, exc), _context_details(context))
+                    raise
+                rpc.messages_out = 1
+                events.end(rpc, _server_code(context, None), _context_details(context))
+                return response
+
+            wrapped = logged_unary
+        return wrapped
+
+    return wrap_handler(handler, wrap, keep_non_blocking=True)
 
 
 # --------------------------------------------------------------------------- client

@@ -40,7 +40,7 @@ from typing import Any
 import grpc
 
 from raftgrpc.errors import ConfigError
-from raftgrpc.interceptors._handlers import behavior_of, is_non_blocking, rewrap
+from raftgrpc.interceptors._handlers import Behavior, wrap_handler
 from raftgrpc.ratelimit import RateLimiter
 
 __all__ = ["channel_options", "server_interceptor", "service_config"]
@@ -141,30 +141,32 @@ class _RetryLog(grpc.ServerInterceptor):  # type: ignore[type-arg]
             ),
             None,
         )
-        if handler is None or previous is None or is_non_blocking(handler):
+        if handler is None or previous is None:
             return handler
-        inner = behavior_of(handler)
         method = handler_call_details.method
 
-        def logged(request: Any, context: grpc.ServicerContext) -> Any:
-            suppressed = self._limiter.admit(method)
-            if suppressed is not None:
-                self._logger.info(
-                    "raftgrpc: retried call %s from %s, attempt %s",
-                    method,
-                    context.peer(),
-                    _attempt(previous),
-                    extra={
-                        "event": "rpc.retried",
-                        "method": method,
-                        "peer": context.peer(),
-                        "attempt": _attempt(previous),
-                        "suppressed": suppressed,
-                    },
-                )
-            return inner(request, context)
+        def wrap(inner: Behavior) -> Behavior:
+            def logged(request: Any, context: grpc.ServicerContext) -> Any:
+                suppressed = self._limiter.admit(method)
+                if suppressed is not None:
+                    self._logger.info(
+                        "raftgrpc: retried call %s from %s, attempt %s",
+                        method,
+                        context.peer(),
+                        _attempt(previous),
+                        extra={
+                            "event": "rpc.retried",
+                            "method": method,
+                            "peer": context.peer(),
+                            "attempt": _attempt(previous),
+                            "suppressed": suppressed,
+                        },
+                    )
+                return inner(request, context)
 
-        return rewrap(handler, logged)
+            return logged
+
+        return wrap_handler(handler, wrap, keep_non_blocking=True)
 
 
 def _attempt(previous: str | bytes) -> int | None:

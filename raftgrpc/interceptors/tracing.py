@@ -64,10 +64,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from raftgrpc.errors import ConfigError
 from raftgrpc.interceptors._handlers import (
     AnyKindClientInterceptor,
+    Behavior,
     CallDetails,
-    behavior_of,
-    is_non_blocking,
-    rewrap,
+    wrap_handler,
 )
 
 __all__ = [
@@ -136,39 +135,39 @@ class _ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
 
 def _with_status_fix(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    if is_non_blocking(handler):
-        return handler
-    behavior = behavior_of(handler)
-    wrapper: Callable[[Any, grpc.ServicerContext], Any]
-    if handler.response_streaming:
+    def wrap(behavior: Behavior) -> Behavior:
+        wrapper: Callable[[Any, grpc.ServicerContext], Any]
+        if handler.response_streaming:
 
-        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            span = trace.get_current_span()  # upstream's server span, current in its generator
-            try:
-                yield from behavior(request, context)
-            except GeneratorExit:
-                _mark(span, grpc.StatusCode.CANCELLED, error=False)
-                raise
-            except Exception as exc:
-                if type(exc) is not _ABORT_TYPE:
-                    _mark(span, grpc.StatusCode.UNKNOWN, error=True)
-                raise
-            if not context.is_active():
-                _mark(span, grpc.StatusCode.CANCELLED, error=False)
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                span = trace.get_current_span()  # upstream's server span, current in its generator
+                try:
+                    yield from behavior(request, context)
+                except GeneratorExit:
+                    _mark(span, grpc.StatusCode.CANCELLED, error=False)
+                    raise
+                except Exception as exc:
+                    if type(exc) is not _ABORT_TYPE:
+                        _mark(span, grpc.StatusCode.UNKNOWN, error=True)
+                    raise
+                if not context.is_active():
+                    _mark(span, grpc.StatusCode.CANCELLED, error=False)
 
-        wrapper = stream
-    else:
+            wrapper = stream
+        else:
 
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                return behavior(request, context)
-            except Exception as exc:
-                if type(exc) is not _ABORT_TYPE:
-                    _mark(trace.get_current_span(), grpc.StatusCode.UNKNOWN, error=True)
-                raise
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behavior(request, context)
+                except Exception as exc:
+                    if type(exc) is not _ABORT_TYPE:
+                        _mark(trace.get_current_span(), grpc.StatusCode.UNKNOWN, error=True)
+                    raise
 
-        wrapper = unary
-    return rewrap(handler, wrapper)
+            wrapper = unary
+        return wrapper
+
+    return wrap_handler(handler, wrap, keep_non_blocking=True)
 
 
 def _mark(span: trace.Span, code: grpc.StatusCode, *, error: bool) -> None:

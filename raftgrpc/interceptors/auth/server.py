@@ -12,10 +12,7 @@ from typing import Any, NoReturn
 import grpc
 
 from raftgrpc.errors import ConfigError
-from raftgrpc.interceptors._handlers import (
-    behavior_of,
-    rewrap,
-)
+from raftgrpc.interceptors._handlers import wrap_handler
 from raftgrpc.interceptors.auth._common import (
     DEFAULT_EXEMPT_METHODS,
     DEFAULT_METHOD_ROLES,
@@ -117,17 +114,14 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         method = handler_call_details.method
         if method in self._exempt:
             return handler
-        inner = behavior_of(handler)
         streaming_response = handler.response_streaming
         role = required_role_for(method, self._method_roles, self._required_role)
-        if handler.request_streaming:
-            return rewrap(
-                handler,
-                self._stream_behavior(inner, method, role, streaming_response=streaming_response),
-            )
-        return rewrap(
+        make = self._stream_behavior if handler.request_streaming else self._unary_behavior
+        # Every call is checked, non-blocking ones too (they become blocking).
+        return wrap_handler(
             handler,
-            self._unary_behavior(inner, method, role, streaming_response=streaming_response),
+            lambda inner: make(inner, method, role, streaming_response=streaming_response),
+            keep_non_blocking=False,
         )
 
     # -- behaviors --
