@@ -15,16 +15,23 @@ import os
 # handlers are not needed. Set before grpc is first imported; an explicit setting wins.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
+from raftgrpc.addressing import AddressMap, PortOffset
 from raftgrpc.builder import TransportBuilder
 from raftgrpc.config import TransportConfig
-from raftgrpc.errors import ConfigError, RaftGrpcError
+from raftgrpc.errors import ConfigError, PeerUnreachable, RaftGrpcError
 from raftgrpc.middleware import Middleware
+from raftgrpc.migration import MigrationConfig, MigrationTransport
 from raftgrpc.transport import GrpcTransport
 
 __all__ = [
+    "AddressMap",
     "ConfigError",
     "GrpcTransport",
     "Middleware",
+    "MigrationConfig",
+    "MigrationTransport",
+    "PeerUnreachable",
+    "PortOffset",
     "RaftGrpcError",
     "TransportBuilder",
     "TransportConfig",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from raftgrpc.errors import ConfigError
@@ -27,6 +28,15 @@ class TransportConfig:
     """Address the server binds, ``host:port``. None: ``SyncObjConf.bindAddress`` if set, else
     the node's own address. Unlike TCPTransport, which binds every interface, the default exposes
     the port only where the node says it lives."""
+
+    address_of: Callable[[str], str] | None = None
+    """Where a node serves gRPC, given its Raft id (``host:port``, the address PySyncObj
+    knows it by). None: at that very address. Set it when the Raft ids stay TCP addresses
+    while gRPC listens elsewhere, as during a migration from TCPTransport
+    (:class:`raftgrpc.addressing.PortOffset`, :class:`raftgrpc.addressing.AddressMap`, or any
+    function). It is applied to every peer's id, to this node's own id and to
+    ``SyncObjConf.bindAddress`` to find the address to listen on (``listen_address`` wins);
+    every node must use the same mapping."""
 
     max_message_bytes: int = 256 * _MIB
     """Largest frame accepted or sent. PySyncObj sends a command as one message whatever its

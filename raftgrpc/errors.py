@@ -3,7 +3,9 @@
 Hierarchy::
 
     RaftGrpcError
-    └── ConfigError             a configuration value is invalid (also a ValueError)
+    ├── ConfigError             a configuration value is invalid (also a ValueError)
+    └── PeerUnreachable         why a transport has no connection to a peer (a value handed
+                                to MigrationTransport's should_fallback, never raised)
 
 ``raftgrpc.codec.CodecError`` (a ``ValueError``) is raised by the codec for messages that
 cannot be encoded or decoded. The transport never lets it reach PySyncObj: a message it
@@ -13,7 +15,9 @@ cannot encode is logged and not sent, and a frame it cannot decode closes that s
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "RaftGrpcError"]
+from typing import Any
+
+__all__ = ["ConfigError", "PeerUnreachable", "RaftGrpcError"]
 
 
 class RaftGrpcError(Exception):
@@ -22,3 +26,21 @@ class RaftGrpcError(Exception):
 
 class ConfigError(RaftGrpcError, ValueError):
     """A configuration value is invalid."""
+
+
+class PeerUnreachable(RaftGrpcError):
+    """A transport has no usable connection to a peer.
+
+    ``code`` is the gRPC status of the last failed attempt (a ``grpc.StatusCode``) when there
+    was one, else None (not dialled yet, refused handshake, transport without details);
+    ``failed_at`` the ``time.monotonic()`` of that attempt's end, when known.
+    """
+
+    def __init__(
+        self, node_id: str, reason: str, code: Any = None, failed_at: float | None = None
+    ) -> None:
+        super().__init__(f"no connection to {node_id}: {reason}")
+        self.node_id = node_id
+        self.reason = reason
+        self.code = code
+        self.failed_at = failed_at

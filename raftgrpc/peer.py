@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,7 +84,11 @@ class PeerStream:
         self._monitor = monitor
         self._pulse_interval_s = pulse_interval_s
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() and redial_now()
         self._current: Link | None = None
+        self.last_failure: tuple[grpc.StatusCode | None, str, float] | None = None
+        """Why the last attempt ended without a stream (status code or None, reason,
+        monotonic time); None while a stream is established or before an attempt ended."""
         self._thread = threading.Thread(
             target=self._run, name=f"raftgrpc-peer-{target}", daemon=True
         )
@@ -95,12 +100,18 @@ class PeerStream:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop dialling, end the current stream, close the channel, and join the thread."""
         self._stop.set()
+        self._wake.set()
         link = self._current
         if link is not None:
             link.cancel()
         self._channel.close()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+    def redial_now(self) -> None:
+        """Cut the current backoff short: the peer is known to be back (any thread)."""
+        self._backoff.reset()
+        self._wake.set()
 
     @property
     def alive(self) -> bool:
@@ -125,7 +136,9 @@ class PeerStream:
             except Exception:
                 # A bug here must not end the dialling for good: log it and redial.
                 logger.exception("raftgrpc: unexpected error on the stream to %s", self.target)
-            if self._stop.wait(self._backoff.next_delay()):
+            self._wake.wait(self._backoff.next_delay())
+            self._wake.clear()
+            if self._stop.is_set():
                 break
 
     def _attempt(self) -> None:
@@ -149,6 +162,7 @@ class PeerStream:
             if welcome is None:
                 return
             established = True
+            self.last_failure = None
             self._backoff.reset()
             logger.info(
                 "raftgrpc: stream to %s established",
@@ -178,10 +192,12 @@ class PeerStream:
                     },
                 )
         except StopIteration:
+            self._failed(None, "the stream ended during the handshake")
             logger.debug("raftgrpc: stream to %s ended during the handshake", self.target)
         except grpc.RpcError as exc:
             self._log_failure(exc, established)
         except FrameError as exc:
+            self._failed(None, f"bad frame: {exc}")
             logger.warning(
                 "raftgrpc: closing stream to %s: %s",
                 self.target,
@@ -220,7 +236,11 @@ class PeerStream:
             return None
         return welcome
 
+    def _failed(self, code: grpc.StatusCode | None, reason: str) -> None:
+        self.last_failure = (code, reason, time.monotonic())
+
     def _log_handshake_failure(self, reason: str, level: int = logging.WARNING) -> None:
+        self._failed(None, f"handshake failed: {reason}")
         logger.log(
             level,
             "raftgrpc: handshake with %s failed: %s",
@@ -231,9 +251,10 @@ class PeerStream:
 
     def _log_failure(self, exc: grpc.RpcError, established: bool) -> None:
         code = exc.code() if isinstance(exc, grpc.Call) else None
+        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        self._failed(code, str(detail))
         if self._stop.is_set() or code == grpc.StatusCode.CANCELLED:
             return
-        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         if established or code not in (grpc.StatusCode.UNAVAILABLE,):
             level = logging.WARNING if code != grpc.StatusCode.UNAVAILABLE else logging.INFO
             event = "stream.failed"

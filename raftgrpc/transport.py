@@ -18,7 +18,7 @@ from raftgrpc.address import grpc_target
 from raftgrpc.backoff import Backoff
 from raftgrpc.config import TransportConfig
 from raftgrpc.encoder import BatchEncoder
-from raftgrpc.errors import ConfigError
+from raftgrpc.errors import ConfigError, PeerUnreachable
 from raftgrpc.inbox import Inbox
 from raftgrpc.link import PROTOCOL_VERSION, Link
 from raftgrpc.liveness import LivenessMonitor
@@ -42,12 +42,13 @@ _READONLY_SENDS = frozenset({"next_node_idx", "apply_command"})
 class _Peer:
     """Tick-thread state of one peer: the stream SyncObj currently considers connected."""
 
-    __slots__ = ("link", "lost_at", "node", "stream")
+    __slots__ = ("error", "link", "lost_at", "node", "stream")
 
     def __init__(self, node: Any, stream: PeerStream | None) -> None:
         self.node = node
         self.stream = stream
         self.link: Link | None = None
+        self.error: PeerUnreachable | None = None  # set when the peer cannot be dialled at all
         self.lost_at = float("-inf")  # monotonic time SyncObj was last told of a disconnect
 
 
@@ -79,15 +80,21 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         middleware: Middleware | None = None,
     ) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
-        if getattr(syncObj.conf, "password", None):
-            # TCPTransport encrypts with the password; silently ignoring it would send what
-            # the user meant to protect in plaintext.
-            raise ConfigError(
-                "SyncObjConf.password is TCPTransport's encryption and GrpcTransport does not "
-                "use it; remove it from SyncObjConf and secure the cluster at the gRPC layer"
-            )
         self._config = config if config is not None else TransportConfig()
         self._middleware = middleware if middleware is not None else Middleware()
+        if getattr(syncObj.conf, "password", None) and self._middleware.server_credentials is None:
+            # TCPTransport encrypts with the password; silently ignoring it would send what
+            # the user meant to protect in plaintext. With TLS (a cluster migrating from a
+            # password-protected TCPTransport) the password only serves the TCP path.
+            raise ConfigError(
+                "SyncObjConf.password is TCPTransport's encryption and GrpcTransport does not "
+                "use it; secure the cluster at the gRPC layer (TransportBuilder.with_tls) or "
+                "remove it from SyncObjConf"
+            )
+        self._address_of = self._config.address_of or _same_address
+        self._syncobj_conf_bind: str | None = getattr(syncObj.conf, "bindAddress", None)
+        # Validated before anything starts: a mapping that fails here fails the constructor.
+        self._listen_target = None if selfNode is None else self._listen_address(selfNode)
         self._observer = self._middleware.frame_observer
         self._syncobj = syncObj
         self._conf = syncObj.conf
@@ -202,7 +209,21 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if self._destroyed or node in self._peers:
             return
         self._members[node.id] = node
-        target = grpc_target(node.id)
+        try:
+            target = grpc_target(self._address_of(node.id))
+        except Exception as exc:
+            # addNode runs on the tick thread (membership changes): never raise there. The
+            # member is known (it may still dial us) but cannot be dialled.
+            logger.error(
+                "raftgrpc: no gRPC address for %s (TransportConfig.address_of): %s",
+                node.id,
+                exc,
+                extra={"event": "peer.no_address", "peer": node.id},
+            )
+            unreachable = _Peer(node, None)
+            unreachable.error = PeerUnreachable(node.id, f"no gRPC address: {exc}")
+            self._peers[node] = unreachable
+            return
         channel = self._dial(target)
         hello = pb.Hello(protocol_version=PROTOCOL_VERSION)
         if self._self_node is None:
@@ -372,6 +393,36 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._guarded(service.on_closing, "closing a service")
 
     # -- introspection ------------------------------------------------------------------------
+
+    @property
+    def listen_target(self) -> str | None:
+        """The ``host:port`` this node listens on (None on a read-only node)."""
+        return self._listen_target
+
+    def peer_error(self, node: Any) -> PeerUnreachable | None:
+        """Why there is no stream to ``node`` (None when one is established); tick thread.
+
+        :class:`raftgrpc.MigrationTransport` hands this to its ``should_fallback``.
+        """
+        peer = self._peers.get(node)
+        if peer is None:
+            return PeerUnreachable(getattr(node, "id", str(node)), "not a member")
+        if peer.link is not None:
+            return None
+        if peer.error is not None:
+            return peer.error
+        failure = peer.stream.last_failure if peer.stream is not None else None
+        if failure is None:
+            return PeerUnreachable(node.id, "no stream established yet")
+        code, reason, failed_at = failure
+        return PeerUnreachable(node.id, reason, code, failed_at)
+
+    def redial(self, node: Any) -> None:
+        """Dial ``node`` now if no stream to it is established, instead of when the current
+        backoff ends (the peer is known to be back); any thread."""
+        peer = self._peers.get(node)
+        if peer is not None and peer.link is None and peer.stream is not None:
+            peer.stream.redial_now()
 
     @property
     def services(self) -> tuple[Any, ...]:
@@ -548,6 +599,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         # is queued behind this and is a valid prefix; its close event unregisters it.
         if not self._destroyed and self._members.get(link.peer.id) is link.peer:
             self._inbound[link.peer] = link
+            # The peer dialled us, so it is up: dial it back now rather than when a backoff
+            # (up to reconnect_max_s) ends, or it may time out waiting for the leader's
+            # heartbeats and start an election that deposes a healthy leader.
+            self.redial(link.peer)
         else:
             link.cancel()  # no longer a member (dropNode raced with the handshake)
 
@@ -622,9 +677,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         )
 
     def _bind(self) -> None:
-        assert self._self_node is not None  # read-only nodes never bind
-        address = self._config.listen_address or self._conf.bindAddress or self._self_node.id
-        target = grpc_target(address)
+        assert self._listen_target is not None  # read-only nodes never bind
+        target = self._listen_target
         serving = start_server(
             target,
             handlers=[
@@ -647,6 +701,19 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             target,
             extra={"event": "server.listening", "node": self.node_id, "address": target},
         )
+
+    def _listen_address(self, node: Any) -> str:
+        if self._config.listen_address:
+            return grpc_target(self._config.listen_address)
+        bind = self._syncobj_conf_bind
+        try:
+            return grpc_target(self._address_of(bind or node.id))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"TransportConfig.address_of failed on {bind or node.id!r}: {exc}"
+            ) from exc
 
     def _dial(self, target: str) -> grpc.Channel:
         # A read-only node asks for tokens as "" and gets whatever the factory gives it.
@@ -687,6 +754,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.keepalive_time_s * 500)),
             ("grpc.http2.max_ping_strikes", 0),
         ]
+
+
+def _same_address(node_id: str) -> str:
+    return node_id
 
 
 class _Context:

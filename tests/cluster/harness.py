@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -92,9 +94,12 @@ class NodeProc:
         dynamic: bool = False,
         batch: int = 1,
         conf: dict[str, Any] | None = None,
+        transport: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.name = name
+        self.transport = transport
+        """This node's transport (node.py TRANSPORTS); None: the cluster's."""
         self.readonly = readonly
         self.dynamic = dynamic
         self.batch = batch
@@ -106,11 +111,14 @@ class NodeProc:
         self.generation = 0
         self.log_path: Path | None = None
         self.raft_port = 0
+        self.grpc_port = 0
         self.ctl_port = 0
         self.realloc_ports()
 
     def realloc_ports(self) -> None:
         self.raft_port = 0 if self.readonly else free_port()
+        # Where the mapped transports (migrationstack.py) serve gRPC for this node.
+        self.grpc_port = 0 if self.readonly else free_port()
         self.ctl_port = free_port()
 
     @property
@@ -180,6 +188,8 @@ class Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.nodes: list[NodeProc] = []
         self._counter = 0
+        self.log_level = "WARNING"
+        """node.py's --log-level for nodes started from now on."""
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -196,13 +206,15 @@ class Cluster:
             sys.executable,
             str(NODE_PY),
             "--transport",
-            self.transport,
+            node.transport or self.transport,
             "--ctl-port",
             str(node.ctl_port),
             "--partners",
             ",".join(node.partners),
             "--batch",
             str(node.batch),
+            "--log-level",
+            self.log_level,
         ]
         if node.readonly:
             argv.append("--readonly")
@@ -223,7 +235,7 @@ class Cluster:
         assert not node.alive, f"{node.name} is already running"
         node.generation += 1
         node.log_path = self.workdir / f"{node.name}.{node.generation}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", RAFTGRPC_ADDRESS_MAP=self.address_map())
         with open(node.log_path, "wb") as log:
             node.proc = subprocess.Popen(
                 self._argv(node),
@@ -251,6 +263,12 @@ class Cluster:
                     f"{node.name} not ready in {ready_timeout}s:\n{node.log_tail()}"
                 )
             time.sleep(0.02)
+
+    def address_map(self) -> str:
+        """Raft id -> gRPC address of every node, as JSON (migrationstack.py reads it)."""
+        return json.dumps(
+            {str(n.addr): f"127.0.0.1:{n.grpc_port}" for n in self.nodes if not n.readonly}
+        )
 
     def start_fresh(self, node: NodeProc, attempts: int = 5) -> NodeProc:
         """Start a node nobody knows the address of yet: on a port collision, pick new ports."""
@@ -534,3 +552,118 @@ class Cluster:
             f"{[n.name for n in group]} to converge on {len(expected)} keys",
             observe=lambda: dict(last),
         )
+
+
+class Writer:
+    """A client that keeps writing, one set at a time, and records what was acknowledged.
+
+    Each write is a fresh key (``w<N>`` = N), retried with the same key and value through
+    another node until a node acknowledges it; ``acks`` holds (monotonic time, key, value)
+    of every acknowledged write. Nodes named in ``avoid`` are not written through (a client
+    behind a load balancer that drains a node before it restarts); the others are tried in
+    turn, the leader (checked twice a second) or else the one that last succeeded first.
+    ``outages()`` are the gaps between consecutive acknowledgements.
+    """
+
+    def __init__(self, cluster: Cluster, per_try_s: float = 2.0, prefix: str = "w") -> None:
+        self.cluster = cluster
+        self.per_try_s = per_try_s
+        self.prefix = prefix
+        self.acks: list[tuple[float, str, int]] = []
+        self.failures = 0
+        self.avoid: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self._preferred: NodeProc | None = None
+        self._next_leader_check = float("-inf")
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.per_try_s + 10.0)
+        assert not self._thread.is_alive(), "the writer did not stop"
+
+    def drain(self, node: NodeProc) -> None:
+        """Stop writing through ``node`` (before it is stopped)."""
+        with self._lock:
+            self.avoid.add(node.name)
+
+    def undrain(self, node: NodeProc) -> None:
+        with self._lock:
+            self.avoid.discard(node.name)
+
+    def wait_acks(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until ``count`` more writes than now were acknowledged."""
+        target = len(self.acks) + count
+        self.cluster.wait_until(
+            lambda: len(self.acks) >= target, timeout, f"{count} more acknowledged writes"
+        )
+
+    def acknowledged(self) -> dict[str, int]:
+        return {key: value for _, key, value in list(self.acks)}
+
+    def outages(self, since: float = float("-inf"), until: float = float("inf")) -> list[float]:
+        """Gaps between consecutive acknowledgements that ended in [since, until]."""
+        times = [t for t, _, _ in list(self.acks)]
+        return [b - a for a, b in itertools.pairwise(times) if since <= b <= until]
+
+    def _candidates(self) -> list[NodeProc]:
+        with self._lock:
+            nodes = [
+                n
+                for n in self.cluster.nodes
+                if n.alive and not n.readonly and n.name not in self.avoid
+            ]
+        now = time.monotonic()
+        if now >= self._next_leader_check:
+            # Writes through a follower wait for the next heartbeat to learn they committed:
+            # write through the leader, so the gaps measure the cluster, not that wait.
+            self._next_leader_check = now + 0.5
+            for n in nodes:
+                st = n.try_status()
+                if st is not None and st.get("is_leader"):
+                    self._preferred = n
+                    break
+        preferred = self._preferred
+        if preferred in nodes:
+            assert preferred is not None
+            nodes.remove(preferred)
+            nodes.insert(0, preferred)
+        return nodes
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            key, value = f"{self.prefix}{seq}", seq
+            while not self._stop.is_set():
+                if self._write_once(key, value):
+                    seq += 1
+                    break
+                time.sleep(0.01)
+
+    def _write_once(self, key: str, value: int) -> bool:
+        for node in self._candidates():
+            try:
+                reply = node.ctl(
+                    "set",
+                    timeout=self.per_try_s + 2.0,
+                    key=key,
+                    value=value,
+                    timeout_s=self.per_try_s,
+                )
+            except CtlError:
+                self.failures += 1
+                continue
+            if reply.get("ok"):
+                self.acks.append((time.monotonic(), key, value))
+                self._preferred = node
+                return True
+            self.failures += 1
+        return False

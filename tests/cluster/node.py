@@ -56,6 +56,10 @@ TRANSPORTS: dict[str, str] = {
     "grpc": "raftgrpc:GrpcTransport",
     # GrpcTransport with logging, tracing (1% of messages) and JWT auth (fullstack.py).
     "grpc-full": "fullstack:transport",
+    # GrpcTransport on ports other than the Raft ids' (migrationstack.py), and
+    # MigrationTransport: that GrpcTransport first, TCPTransport as the fallback.
+    "grpc-mapped": "migrationstack:grpc",
+    "migration": "migrationstack:migration",
 }
 
 
