@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BUF    := node_modules/.bin/buf
 PROTO  := proto/raftgrpc/v1/transport.proto proto/raftgrpc/v1/admin.proto
 
-.PHONY: venv test test-all demo proto proto-check lint bench bench-full clean
+.PHONY: venv test test-all demo proto proto-check lint bench bench-full bench-migration clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench: $(BENCH_STAMP)
 ## bench-full: the full matrix (about 40 minutes on 2 cores)
 bench-full: $(BENCH_STAMP)
 	$(PY) bench/run.py --full
+
+## bench-migration: rolling migrations under a write load, 3 rounds of each plan (about 10 minutes)
+bench-migration: $(BENCH_STAMP)
+	$(PY) bench/migration.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

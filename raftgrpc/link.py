@@ -85,11 +85,13 @@ class Link:
         self.outbox.close()
 
     def cancel(self) -> None:
-        """Break the link and cancel the RPC under it at once. Idempotent."""
-        self.break_()
+        """Cancel the RPC under the link and break it. Idempotent."""
+        # The RPC first: a server handler whose queue closes first may end the call with OK
+        # before the cancel lands, and the peer would not learn that it was refused.
         cancel = self._cancel
         if cancel is not None:
             cancel()
+        self.break_()
 
     def __repr__(self) -> str:
         return f"Link(id={self.id}, peer={self.peer!r}, broken={self.broken})"

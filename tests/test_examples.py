@@ -18,6 +18,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
         ("local_cluster.py", "all three nodes hold the same data"),
         ("traced_cluster.py", "raftgrpc spans cross nodes: yes"),
         ("secure_cluster.py", "node 1's credentials claiming node 2     -> PERMISSION_DENIED"),
+        ("migration.py", "migration complete: TCP -> Migration -> gRPC"),
     ],
 )
 def test_example_runs_and_succeeds(script: str, expected: str, tmp_path: Path) -> None:
