@@ -65,15 +65,17 @@ class PeerStream:
         handshake_timeout_s: float,
         pulse_interval_s: float,
         traced: bool = False,
+        new_channel: Callable[[], grpc.Channel] | None = None,
     ) -> None:
         self.peer = peer
         self._traced = traced
         self.target = target
         self._channel = channel
-        # Frames travel as raw bytes: they are built and parsed by raftgrpc.codec.
-        self._call_stream = channel.stream_stream(
-            STREAM_METHOD, request_serializer=None, response_deserializer=None
-        )
+        self._call_stream = self._stream_method(channel)
+        # redial_now() replaces the channel (its connection backoff with it) when it can.
+        self._new_channel = new_channel
+        self._renew = False
+        self._channel_lock = threading.Lock()
         self._hello = pb.StreamRequest(hello=hello).SerializeToString()
         self._expected_node_id = expected_node_id
         self._new_outbox = new_outbox
@@ -99,7 +101,8 @@ class PeerStream:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop dialling, end the current stream, close the channel, and join the thread."""
-        self._stop.set()
+        with self._channel_lock:
+            self._stop.set()
         self._wake.set()
         link = self._current
         if link is not None:
@@ -109,9 +112,34 @@ class PeerStream:
             self._thread.join(timeout)
 
     def redial_now(self) -> None:
-        """Cut the current backoff short: the peer is known to be back (any thread)."""
+        """Cut the current backoff short: the peer is known to be back (any thread).
+
+        The next attempt also gets a fresh channel: a channel whose connection attempts
+        failed keeps its own reconnect backoff (up to reconnect_max_s), and would fail the
+        attempt at once without trying the peer."""
         self._backoff.reset()
+        self._renew = True
         self._wake.set()
+
+    @staticmethod
+    def _stream_method(channel: grpc.Channel) -> Any:
+        # Frames travel as raw bytes: they are built and parsed by raftgrpc.codec.
+        return channel.stream_stream(
+            STREAM_METHOD, request_serializer=None, response_deserializer=None
+        )
+
+    def _renew_channel(self) -> None:
+        self._renew = False
+        if self._new_channel is None or self._current is not None:
+            return
+        fresh = self._new_channel()
+        with self._channel_lock:
+            if self._stop.is_set():
+                fresh.close()
+                return
+            stale, self._channel = self._channel, fresh
+            self._call_stream = self._stream_method(fresh)
+        stale.close()
 
     @property
     def alive(self) -> bool:
@@ -132,6 +160,8 @@ class PeerStream:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if self._renew:
+                    self._renew_channel()
                 self._attempt()
             except Exception:
                 # A bug here must not end the dialling for good: log it and redial.

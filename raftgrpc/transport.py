@@ -235,6 +235,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             peer=node,
             target=target,
             channel=channel,
+            new_channel=lambda: self._dial(target),
             hello=hello,
             expected_node_id=node.id,
             new_outbox=self._new_outbox,

@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import grpc
 import pytest
 from pysyncobj import SyncObjConf
 from pysyncobj.node import TCPNode
@@ -209,3 +210,27 @@ def test_a_failing_service_releases_what_the_transport_had_started() -> None:
     wait_until(lambda: {t.ident for t in threading.enumerate()} <= before, 10, "its threads to end")
     with socket.socket() as probe:  # the health server it had started is gone
         probe.bind(("127.0.0.1", health_port))
+
+
+def test_redial_reaches_a_peer_that_came_back_without_waiting_out_any_backoff(
+    hosts: list[Host],
+) -> None:
+    """A peer that was down leaves both raftgrpc's backoff and the gRPC channel's own
+    reconnect backoff running; ``redial`` (called when the peer dials us, or by
+    MigrationTransport when its TCP side sees the peer) must reach it at once."""
+    config = TransportConfig(reconnect_initial_s=4.0, reconnect_max_s=8.0)
+    a_addr, b_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    a = Host(a_addr, [b_addr], config)
+    hosts.append(a)
+    node_b = next(iter(a.transport._peers))
+    a.tick_until(
+        lambda: (e := a.transport.peer_error(node_b)) is not None
+        and e.code == grpc.StatusCode.UNAVAILABLE,
+        10,
+        "a's first attempt to fail",
+    )
+    started = time.monotonic()
+    b = Host(b_addr, [a_addr], config)  # b dials a at once: a redials b when it sees that
+    hosts.append(b)
+    a.tick_until(lambda: ("connected", b_addr) in a.events, 3.5, "a connected to b")
+    assert time.monotonic() - started < 3.5  # both backoffs were at least 4 s
