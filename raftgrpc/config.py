@@ -109,6 +109,12 @@ class TransportConfig:
     """Entries this node's commit index may trail the leader's while ``"raft"`` is SERVING
     (0: none)."""
 
+    use_http_proxy: bool = False
+    """Let peer connections go through the proxy named by ``grpc_proxy``/``https_proxy``/
+    ``http_proxy`` (gRPC's default). Off: Raft peers are cluster-internal, and a proxy
+    variable set for other traffic (common on CI runners and corporate hosts) would
+    otherwise keep the cluster from ever forming."""
+
     reflection: bool = False
     """Serve gRPC server reflection (grpcurl, grpcui) on the node's port, next to health."""
 

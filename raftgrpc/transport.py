@@ -742,6 +742,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             ("grpc.max_reconnect_backoff_ms", int(cfg.reconnect_max_s * 1000)),
             # One connection per transport, even when nodes share a process (tests, demos).
             ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.enable_http_proxy", int(cfg.use_http_proxy)),
         ]
 
     def _server_options(self) -> list[tuple[str, Any]]:

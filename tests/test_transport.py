@@ -234,3 +234,17 @@ def test_redial_reaches_a_peer_that_came_back_without_waiting_out_any_backoff(
     hosts.append(b)
     a.tick_until(lambda: ("connected", b_addr) in a.events, 3.5, "a connected to b")
     assert time.monotonic() - started < 3.5  # both backoffs were at least 4 s
+
+
+def test_peers_connect_directly_when_a_proxy_is_set_for_other_traffic(
+    hosts: list[Host], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gRPC follows http_proxy and friends by default; a Raft cluster must not (a proxy
+    variable meant for other traffic would keep it from ever forming)."""
+    for name in ("http_proxy", "https_proxy", "grpc_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    a, b, a_addr, b_addr = pair(hosts, TransportConfig())
+    assert ("connected", b_addr) in a.events
+    assert ("connected", a_addr) in b.events
