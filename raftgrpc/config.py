@@ -34,9 +34,9 @@ class TransportConfig:
     knows it by). None: at that very address. Set it when the Raft ids stay TCP addresses
     while gRPC listens elsewhere, as during a migration from TCPTransport
     (:class:`raftgrpc.addressing.PortOffset`, :class:`raftgrpc.addressing.AddressMap`, or any
-    function). It is applied to every peer's id, to this node's own id and to
-    ``SyncObjConf.bindAddress`` to find the address to listen on (``listen_address`` wins);
-    every node must use the same mapping."""
+    function). It is applied to every peer's id and to this node's own id; the node listens
+    on the mapped port of its own id, on ``SyncObjConf.bindAddress``'s host if that is set
+    (``listen_address`` wins over both). Every node must use the same mapping."""
 
     max_message_bytes: int = 256 * _MIB
     """Largest frame accepted or sent. PySyncObj sends a command as one message whatever its

@@ -43,6 +43,7 @@ from pysyncobj.transport import TCPTransport, Transport
 
 from raftgrpc.address import split_host_port
 from raftgrpc.errors import ConfigError, PeerUnreachable
+from raftgrpc.guard import ChunkGuard
 from raftgrpc.ratelimit import RateLimiter
 
 __all__ = [
@@ -63,6 +64,12 @@ _P, _S = 0, 1
 # The primary answered, and said no: falling back would hide a misconfiguration (wrong
 # tokens, certificates, roles) until the secondary is removed, and then cause an outage.
 _REFUSALS = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+# What gRPC and raftgrpc say when a TLS handshake fails (the client does not trust the
+# server's certificate) or a peer says it is another node: configuration errors.
+_HANDSHAKE_FAILURES = ("handshake", "ssl", "certificate")
+
+_MAX_UPGRADE_AFTER_S = 60.0  # the longest wait before retrying the primary after losing it
+_STABLE_S = 30.0  # a primary this long in use resets that wait
 
 TransportFactory = Callable[[Any, Any, Any], Any]
 """What SyncObj takes as ``transportClass``: ``(syncObj, selfNode, otherNodes) -> Transport``."""
@@ -70,15 +77,26 @@ TransportFactory = Callable[[Any, Any, Any], Any]
 
 def fallback_unless_refused(error: PeerUnreachable) -> bool:
     """The default ``should_fallback``: fall back unless the primary refused us
-    (UNAUTHENTICATED or PERMISSION_DENIED).
+    (UNAUTHENTICATED, PERMISSION_DENIED, a failed TLS or raftgrpc handshake).
 
     A peer that does not serve the primary yet (connection refused: UNAVAILABLE), or cannot
     be reached over it, is served by the secondary. A peer whose primary rejects this node's
-    credentials is not: the link stays down and the error is logged, so a bad token or
-    certificate shows up while the secondary still carries the rest of the cluster, not
-    when the secondary is switched off.
+    credentials, or whose certificate this node does not trust, is not: the link stays down
+    and the error is logged, so the misconfiguration shows up while the secondary still
+    carries the rest of the cluster, not when the secondary is switched off. (A server that
+    rejects this node's client certificate closes the connection without saying why; that
+    looks like an unreachable peer and does fall back, with a warning.)
     """
-    return error.code not in _REFUSALS
+    if error.code in _REFUSALS:
+        return False
+    reason = error.reason.lower()
+    return not any(word in reason for word in _HANDSHAKE_FAILURES)
+
+
+def _expected_fallback(error: PeerUnreachable) -> bool:
+    """Whether falling back is the normal case (the peer does not serve the primary yet)."""
+    reason = error.reason.lower()
+    return "connection refused" in reason or "no stream established yet" in reason
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,7 @@ class _Route:
         "activated_at",
         "active",
         "connected",
+        "guard",
         "in_snapshot",
         "inbound",
         "inbound_at",
@@ -128,6 +147,7 @@ class _Route:
         "refused",
         "snapshot_at",
         "up_since",
+        "upgrade_after",
     )
 
     def __init__(self, node: Any, now: float) -> None:
@@ -141,6 +161,11 @@ class _Route:
         self.snapshot_at = float("-inf")  # when its last chunk went out
         self.inbound: int | None = None  # the path the peer is heard on
         self.inbound_at = float("-inf")  # when it was last heard on it
+        # Chunked transfers heard from the peer must start on the path they are heard on:
+        # a new guard for every path (and every reconnect of it) drops continuations until
+        # a first chunk, so two attempts are never glued together.
+        self.guard = ChunkGuard()
+        self.upgrade_after = 0.0  # set by the transport: upgrade_after_s, doubled per fallback
         self.refused: str | None = None  # the last primary error should_fallback turned down
 
 
@@ -182,10 +207,11 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         self._should_fallback = should_fallback
         period = float(syncObj.conf.appendEntriesPeriod)
         self._hold_s = max(self._config.switch_hold_s, 2 * period)
-        self._quiet_s = self._config.switch_hold_s / 2
+        self._quiet_s = self._hold_s / 2
+        self._last_upgrade_at = float("-inf")
         self.node_id: str = selfNode.id if selfNode is not None else ""
         now = time.monotonic()
-        self._routes: dict[Any, _Route] = {node: _Route(node, now) for node in otherNodes}
+        self._routes: dict[Any, _Route] = {node: self._new_route(node, now) for node in otherNodes}
         self._readonly_outer: dict[tuple[int, Any], Any] = {}  # (path, inner node) -> ours
         self._readonly_inner: dict[Any, tuple[int, Any]] = {}  # ours -> (path, inner node)
         self._readonly_ids = itertools.count()
@@ -268,7 +294,7 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         if self._destroyed:
             return
         if node not in self._routes:
-            self._routes[node] = _Route(node, time.monotonic())
+            self._routes[node] = self._new_route(node, time.monotonic())
         for transport in self._transports:
             self._guarded(functools.partial(transport.addNode, node), "adding a node")
 
@@ -399,7 +425,13 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
             return
         now = time.monotonic()
         route.connected[index] = False
+        if route.inbound == index:
+            route.guard = ChunkGuard()  # a reconnect of this path starts afresh
         if route.active == index:
+            if index == _P:
+                # Lost the primary: wait longer before the next upgrade (a flapping
+                # primary would otherwise cost a disconnect every upgrade_after_s).
+                route.upgrade_after = min(route.upgrade_after * 2, _MAX_UPGRADE_AFTER_S)
             self._leave(route, now, f"{_NAMES[index]} lost")
         self._evaluate(route, now, None)
 
@@ -413,6 +445,11 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         route = self._routes.get(node)
         if route is not None:
             now = time.monotonic()
+            if self.node_id == "" and route.active is not None and index != route.active:
+                # A read-only node is a separate follower on each of a member's paths, fed
+                # by both: it takes what comes on the path it sends on (the member answers
+                # there) and ignores its other identity's copy.
+                return
             if route.inbound != index:
                 if route.inbound is not None and now - route.inbound_at < self._quiet_s:
                     # The peer was heard on its other path a moment ago: this is either a
@@ -443,7 +480,18 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
                         },
                     )
                 route.inbound = index
+                route.guard = ChunkGuard()
             route.inbound_at = now
+            if not route.guard.admit(message):
+                self._log_limited(
+                    f"orphan:{node.id}",
+                    logging.INFO,
+                    "raftgrpc: dropped a chunk from %s on the %s path that continues a "
+                    "transfer begun elsewhere",
+                    node.id,
+                    _NAMES[index],
+                )
+                return
         self._onMessageReceived(node, message)
 
     def _readonly_came(self, index: int, inner_node: Any) -> None:
@@ -474,6 +522,11 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
                 functools.partial(self._evaluate, route, self._last_tick_at, previous),
                 "choosing a path",
             )
+
+    def _new_route(self, node: Any, now: float) -> _Route:
+        route = _Route(node, now)
+        route.upgrade_after = self._config.upgrade_after_s
+        return route
 
     def _hurry_secondary(self) -> None:
         """Have TCPTransport redial peers unreachable on both paths at once, not after
@@ -506,14 +559,22 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         self._take(route, choice, now)
 
     def _should_upgrade(self, route: _Route, now: float) -> bool:
-        upgrade_after = self._config.upgrade_after_s
-        return (
+        if route.active == _P and now - route.activated_at >= _STABLE_S:
+            route.upgrade_after = self._config.upgrade_after_s  # the primary holds again
+        upgrade_after = route.upgrade_after
+        if not (
             route.active == _S
             and route.connected[_P]
             and not (route.in_snapshot and now - route.snapshot_at < self._hold_s * 2)
             and now - route.up_since[_P] >= upgrade_after
             and now - route.activated_at >= upgrade_after
-        )
+            # One peer at a time: a leader whose links all heal at once must not drop
+            # every follower for the same hold.
+            and now - self._last_upgrade_at >= 2 * self._hold_s
+        ):
+            return False
+        self._last_upgrade_at = now
+        return True
 
     def _choose(self, route: _Route, now: float) -> int | None:
         if route.connected[_P]:
@@ -554,6 +615,26 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         route.activated_at = now
         route.in_snapshot = False
         route.refused = None
+        if index == _S and route.connected[_S]:
+            # Falling back is visible: a certificate the primary rejects looks like an
+            # unreachable peer to its client (UNAVAILABLE), so say what the primary said.
+            error = self._primary_error(route.node)
+            level = logging.INFO if _expected_fallback(error) else logging.WARNING
+            logger.log(
+                level,
+                "raftgrpc: %s via the %s path (primary: %s)",
+                route.node.id,
+                _NAMES[index],
+                error.reason,
+                extra={
+                    "event": "migration.path",
+                    "peer": route.node.id,
+                    "path": _NAMES[index],
+                    "primary_error": error.reason,
+                },
+            )
+            self._onNodeConnected(route.node)
+            return
         logger.info(
             "raftgrpc: %s via the %s path",
             route.node.id,

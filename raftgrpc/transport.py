@@ -14,7 +14,7 @@ from pysyncobj.node import Node
 from pysyncobj.transport import Transport, TransportNotReadyError
 
 from raftgrpc import codec, health
-from raftgrpc.address import grpc_target
+from raftgrpc.address import grpc_target, split_host_port
 from raftgrpc.backoff import Backoff
 from raftgrpc.config import TransportConfig
 from raftgrpc.encoder import BatchEncoder
@@ -90,6 +90,12 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                 "SyncObjConf.password is TCPTransport's encryption and GrpcTransport does not "
                 "use it; secure the cluster at the gRPC layer (TransportBuilder.with_tls) or "
                 "remove it from SyncObjConf"
+            )
+        if getattr(syncObj.conf, "password", None) and self._middleware.call_credentials is None:
+            logger.warning(
+                "raftgrpc: SyncObjConf.password also authenticated TCPTransport's peers; over "
+                "gRPC only mTLS with node identities or JWT (TransportBuilder.with_jwt) does",
+                extra={"event": "config.password_with_tls"},
             )
         self._address_of = self._config.address_of or _same_address
         self._syncobj_conf_bind: str | None = getattr(syncObj.conf, "bindAddress", None)
@@ -708,13 +714,16 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             return grpc_target(self._config.listen_address)
         bind = self._syncobj_conf_bind
         try:
-            return grpc_target(self._address_of(bind or node.id))
+            mapped = self._address_of(node.id)
         except ConfigError:
             raise
         except Exception as exc:
-            raise ConfigError(
-                f"TransportConfig.address_of failed on {bind or node.id!r}: {exc}"
-            ) from exc
+            raise ConfigError(f"TransportConfig.address_of failed on {node.id!r}: {exc}") from exc
+        if bind is None or self._address_of is _same_address:
+            return grpc_target(bind or mapped)
+        # SyncObjConf.bindAddress names the interface; the mapping names the port.
+        host, _ = split_host_port(bind)
+        return grpc_target(f"{host}:{split_host_port(mapped)[1]}")
 
     def _dial(self, target: str) -> grpc.Channel:
         # A read-only node asks for tokens as "" and gets whatever the factory gives it.

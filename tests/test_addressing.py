@@ -175,16 +175,19 @@ def test_grpc_listens_at_a_port_offset(hosts: list[Host]) -> None:
     assert_free(raft_port)
 
 
-def test_address_of_is_applied_to_the_bind_address(hosts: list[Host]) -> None:
-    raft_port, bind_port, grpc_port = free_ports(3)
-    me, bind = f"127.0.0.1:{raft_port}", f"127.0.0.1:{bind_port}"
-    # The map knows only the bind address: the node's own id is not looked up.
-    config = TransportConfig(address_of=AddressMap({bind: f"127.0.0.1:{grpc_port}"}))
-    h = Host(me, [], config, conf=SyncObjConf(bindAddress=bind))
+@pytest.mark.parametrize("bind_host", ["0.0.0.0", "127.0.0.1"])
+def test_the_bind_address_gives_the_host_and_the_mapping_the_port(
+    hosts: list[Host], bind_host: str
+) -> None:
+    """SyncObjConf.bindAddress (typically 0.0.0.0 and the Raft port) is not a node id: an
+    AddressMap need not know it. The node listens on its host, at its own id's mapped port."""
+    raft_port, grpc_port = free_ports(2)
+    me = f"127.0.0.1:{raft_port}"
+    config = TransportConfig(address_of=AddressMap({me: f"127.0.0.1:{grpc_port}"}))
+    h = Host(me, [], config, conf=SyncObjConf(bindAddress=f"{bind_host}:{raft_port}"))
     hosts.append(h)
-    assert h.transport.listen_target == f"127.0.0.1:{grpc_port}"
+    assert h.transport.listen_target == f"{bind_host}:{grpc_port}"
     assert h.transport.bound_port == grpc_port
-    assert_free(bind_port)
     assert_free(raft_port)
 
 

@@ -190,6 +190,7 @@ class Rig:
         config: MigrationConfig = FAST,
         should_fallback: Callable[[PeerUnreachable], bool] = fallback_unless_refused,
         append_period: float = 0.01,
+        read_only: bool = False,
     ) -> None:
         self.host = MiniHost(SyncObjConf(appendEntriesPeriod=append_period))
         made: dict[str, Stub] = {}
@@ -207,7 +208,8 @@ class Rig:
             should_fallback=should_fallback,
             config=config,
         )
-        self.m: MigrationTransport = factory(self.host, TCPNode(ME), [TCPNode(PEER)])
+        me = None if read_only else TCPNode(ME)
+        self.m: MigrationTransport = factory(self.host, me, [TCPNode(PEER)])
         self.host.attach(self.m)
         self.p, self.s = made[PRIMARY], made[SECONDARY]
         self.node = TCPNode(PEER)
@@ -592,6 +594,104 @@ def test_a_straggler_on_the_other_path_is_dropped_until_the_first_path_is_quiet(
     assert r.m.dropped_stragglers == 2
     assert r.messages == [(PEER, m) for m in (msgs[0], msgs[1], msgs[3], msgs[4])]
     assert r.m.stats()["dropped_stragglers"] == 2
+
+
+def test_a_transfer_begun_on_one_path_is_never_continued_from_the_other(
+    rigs: Callable[..., Rig],
+) -> None:
+    """The first chunk of a restarted transfer may be dropped as a straggler; its
+    continuations, arriving once the old path is quiet, must not be glued onto the half
+    transfer the old path delivered (a corrupt snapshot would replace the dump file)."""
+    r = rigs(config=MigrationConfig(primary_grace_s=0.05, switch_hold_s=0.4, upgrade_after_s=0.1))
+    t1_first, t1_next = chunk(b"a", True, False), chunk(b"b", False, False)
+    t2_first, t2_next, t2_last = (
+        chunk(b"A", True, False),
+        chunk(b"B", False, False),
+        chunk(b"C", False, True),
+    )
+    r.s.receive(r.node, t1_first)
+    r.s.receive(r.node, t1_next)
+    last_on_secondary = time.monotonic()
+    r.p.receive(r.node, t2_first)  # too soon after the secondary: dropped as a straggler
+    wait_until(lambda: time.monotonic() > last_on_secondary + 0.25, 10, "the secondary quiet")
+    r.p.receive(r.node, t2_next)  # the peer is now heard on the primary: but no first chunk
+    r.p.receive(r.node, t2_last)
+    assert r.messages == [(PEER, t1_first), (PEER, t1_next)]
+    r.p.receive(r.node, t2_first)  # the sender restarts the transfer: taken from the start
+    r.p.receive(r.node, t2_next)
+    assert r.messages[2:] == [(PEER, t2_first), (PEER, t2_next)]
+
+
+def test_a_reconnect_of_the_heard_path_restarts_its_chunk_guard(
+    rigs: Callable[..., Rig],
+) -> None:
+    r = rigs()
+    r.s.up(r.node)
+    first, nxt = chunk(b"a", True, False), chunk(b"b", False, False)
+    r.s.receive(r.node, first)
+    r.s.down(r.node)  # the TCP connection broke mid-transfer...
+    r.s.up(r.node)
+    r.s.receive(r.node, nxt)  # ...and the tail of the old attempt arrives on the new one
+    assert r.messages == [(PEER, first)]
+
+
+def test_a_read_only_node_hears_a_member_only_on_the_path_it_sends_on(
+    rigs: Callable[..., Rig],
+) -> None:
+    """A member sees a read-only MigrationTransport node as two followers and feeds both;
+    the member answers (apply_command_response, entries after a reset) on the one the node
+    spoke on, so the node must listen there and ignore the other copy."""
+    r = rigs(read_only=True)
+    r.p.up(r.node)
+    r.s.up(r.node)
+    r.tick_until(lambda: r.m.paths() == {PEER: PRIMARY}, "the read-only node on the primary")
+    r.s.receive(r.node, dict(BEAT, commit_index=1))  # the copy fed to its TCP identity
+    r.p.receive(r.node, dict(BEAT, commit_index=2))
+    r.s.receive(r.node, dict(BEAT, commit_index=3))
+    assert r.messages == [(PEER, dict(BEAT, commit_index=2))]
+
+
+def test_the_receivers_quiet_time_follows_the_raised_hold(rigs: Callable[..., Rig]) -> None:
+    """With appendEntriesPeriod 0.3 s the hold is 0.6 s, not switch_hold_s (0.05 s): a
+    straggler 0.1 s after the last message is still within the quiet time."""
+    r = rigs(append_period=0.3)
+    r.p.receive(r.node, dict(BEAT, commit_index=1))
+    heard = time.monotonic()
+    wait_until(lambda: time.monotonic() > heard + 0.1, 10, "0.1 s")
+    r.s.receive(r.node, dict(BEAT, commit_index=2))
+    assert time.monotonic() - heard < 0.3, "too slow to test the quiet time"
+    assert r.m.dropped_stragglers == 1
+
+
+def test_a_flapping_primary_waits_longer_before_each_upgrade(rigs: Callable[..., Rig]) -> None:
+    r = rigs()
+    r.connect_on_secondary()
+    r.p.up(r.node)
+    r.tick_until(lambda: r.m.paths() == {PEER: PRIMARY}, "the first upgrade")
+    for expected_wait in (0.2, 0.4):  # upgrade_after_s 0.1, doubled per primary lost
+        r.p.down(r.node)
+        r.tick_until(lambda: r.m.paths() == {PEER: SECONDARY}, "the fallback")
+        back = time.monotonic()
+        r.p.up(r.node)
+        r.tick_until(lambda: r.m.paths() == {PEER: PRIMARY}, "the upgrade", timeout=20)
+        assert time.monotonic() - back >= expected_wait
+
+
+@pytest.mark.parametrize(
+    ("reason", "falls_back"),
+    [
+        ("failed to connect to all addresses; Connection refused", True),
+        (
+            "Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED",
+            False,
+        ),
+        ("handshake failed: says it is node '10.0.0.9:4321', expected '10.0.0.1:4321'", False),
+        ("Socket closed", True),
+    ],
+)
+def test_the_default_predicate_refuses_handshake_failures(reason: str, falls_back: bool) -> None:
+    error = PeerUnreachable(PEER, reason, grpc.StatusCode.UNAVAILABLE)
+    assert fallback_unless_refused(error) is falls_back
 
 
 def test_read_only_followers_of_both_transports_are_distinct_nodes(
