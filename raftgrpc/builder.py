@@ -129,7 +129,12 @@ class TransportBuilder:
             self._layers.append(
                 _Layer(
                     "jwt",
-                    server=auth.server_interceptor(verifier, mode=mode, identity_of=_raft_identity),
+                    server=auth.server_interceptor(
+                        verifier,
+                        mode=mode,
+                        identity_of=_raft_identity,
+                        bind_unclaimed=_is_raft_stream,
+                    ),
                 )
             )
         self._token_factory = tokens
@@ -323,6 +328,11 @@ class TransportBuilder:
         (it picks the token subject and, when ``with_tls`` got a function, the certificate
         files: pass an id that function knows)."""
         return dial(grpc_target(address), self.middleware(node_id), node_id, self._retry_options)
+
+
+def _is_raft_stream(request: Any) -> bool:
+    """Whether ``request`` is a Raft stream's first request (raw bytes), not an admin call."""
+    return isinstance(request, bytes)
 
 
 def _raft_identity(request: Any) -> str | None:

@@ -88,6 +88,11 @@ class TransportConfig:
     """Time a dialled peer has to answer Hello with Welcome, and an accepted stream has to
     send its Hello, before the stream is cancelled (a silent stream holds a server thread)."""
 
+    connection_idle_s: float = 300.0
+    """A connection that carried no stream for this long is closed by the server. Peers keep
+    a stream open, so only idle clients (probes, tools, or a flood of silent connections)
+    are affected; gRPC clients reconnect on their next call."""
+
     max_concurrent_streams: int = 64
     """Inbound streams served at once, one thread each; more get RESOURCE_EXHAUSTED. A node
     needs one per peer plus read-only followers."""

@@ -97,12 +97,28 @@ class Link:
         return f"Link(id={self.id}, peer={self.peer!r}, broken={self.broken})"
 
 
+def frame_budget(raw_bytes: int, inbound_budget: int) -> int:
+    """The most a frame of ``raw_bytes`` may decode to: the inbound buffer, or 32 times its
+    wire size if that is more (a frame of real PySyncObj entries decodes to at most ~15x)."""
+    return max(inbound_budget, 32 * raw_bytes)
+
+
+def _estimated_size(raw_bytes: int, frame: pb.Frame) -> int:
+    """:func:`decoded_size` from the parsed frame, before anything is decoded."""
+    entries = 0
+    for message in frame.messages:
+        if message.HasField("append_entries"):
+            entries += len(message.append_entries.entries.lengths)
+    return raw_bytes + _MESSAGE_OVERHEAD * len(frame.messages) + _ENTRY_OVERHEAD * entries
+
+
 def read_frames(
     link: Link,
     raw_messages: Iterable[bytes],
     parse: Callable[[bytes], pb.StreamRequest | pb.StreamResponse],
     deliver: Callable[[list[dict[str, Any]], int, list[dict[str, str] | None] | None], bool],
     traced: bool = False,
+    inbound_budget: int = 32 * 1024 * 1024,
 ) -> int:
     """Decode every frame of ``link``'s stream and hand its messages to ``deliver``.
 
@@ -112,7 +128,9 @@ def read_frames(
     context. Pulses only refresh the link's ``last_seen``. Continuation chunks whose
     transfer did not start on this stream are dropped (see :mod:`raftgrpc.guard`); returns
     how many. Raises :class:`FrameError` for anything that is not a frame of well-formed
-    messages; nothing of such a frame is delivered.
+    messages, and for a frame that would decode to more than :func:`frame_budget` (a small
+    frame of many empty entries would otherwise cost ~150 times its size before anything
+    accounts for it); nothing of such a frame is delivered.
     """
     guard = ChunkGuard()
     for raw in raw_messages:
@@ -124,20 +142,30 @@ def read_frames(
         kind = envelope.WhichOneof("kind")
         if kind == "pulse":
             continue
+        if kind is None:
+            # Empty, or only fields this version does not know (a newer peer's kind).
+            raise FrameError("expected a frame, got a message of no known kind")
         if kind != "frame":
-            raise FrameError("expected a frame, got a handshake message")
+            raise FrameError(f"expected a frame, got a handshake message ({kind})")
+        estimate = _estimated_size(len(raw), envelope.frame)
+        if estimate > frame_budget(len(raw), inbound_budget):
+            raise FrameError(
+                f"a frame of {len(raw)} bytes would decode to about {estimate} bytes, above "
+                f"the inbound budget"
+            )
         try:
             messages = codec.decode_frame_messages(envelope.frame)
         except codec.CodecError as exc:
             raise FrameError(f"malformed message: {exc}") from exc
         carriers = codec.trace_carriers(envelope.frame) if traced else None
-        if carriers is not None and not any(carriers):
-            carriers = None
         keep = [guard.admit(m) for m in messages]
         if not all(keep):
             messages = [m for m, k in zip(messages, keep, strict=True) if k]
             if carriers is not None:
                 carriers = [c for c, k in zip(carriers, keep, strict=True) if k]
+        # After the guard: the only traced messages may have been dropped.
+        if carriers is not None and not any(carriers):
+            carriers = None
         if messages and not deliver(messages, decoded_size(len(raw), messages), carriers):
             break
     return guard.dropped

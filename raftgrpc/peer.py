@@ -66,7 +66,9 @@ class PeerStream:
         pulse_interval_s: float,
         traced: bool = False,
         new_channel: Callable[[], grpc.Channel] | None = None,
+        inbound_budget: int = 32 * 1024 * 1024,
     ) -> None:
+        self._inbound_budget = inbound_budget
         self.peer = peer
         self._traced = traced
         self.target = target
@@ -209,6 +211,7 @@ class PeerStream:
                     link, messages, nbytes, carriers
                 ),
                 traced=self._traced,
+                inbound_budget=self._inbound_budget,
             )
             if dropped:
                 logger.info(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -37,8 +37,9 @@ class InboundSink(Protocol):
     def accept_member(self, node_id: str) -> Any | None:
         """The member Node whose id is ``node_id``, or None if it is not a member."""
 
-    def open_inbound(self, peer: Any | None) -> Link:
-        """Register a new inbound stream from ``peer`` (None: a read-only node)."""
+    def open_inbound(self, peer: Any | None, cancel: Callable[[], Any]) -> Link:
+        """Register a new inbound stream from ``peer`` (None: a read-only node); ``cancel``
+        ends its RPC (set on the link before anything can refuse it)."""
 
     def deliver(
         self,
@@ -103,8 +104,10 @@ class RaftStreamServicer:
         handshake_timeout_s: float,
         pulse_interval_s: float,
         traced: bool = False,
+        inbound_budget: int = 32 * 1024 * 1024,
     ) -> None:
         self._sink = sink
+        self._inbound_budget = inbound_budget
         self._traced = traced
         self._monitor = monitor
         self._frame_bytes = frame_bytes
@@ -131,25 +134,43 @@ class RaftStreamServicer:
     def stream(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         """One inbound stream: Hello, Welcome, then frames until either side ends it."""
         # Each stream holds a server thread: one that never says Hello must not hold it forever.
-        watchdog = threading.Timer(self._handshake_timeout_s, context.cancel)
+        # The peer is read now: once the call is cancelled, context.peer() returns "".
+        remote = context.peer()
+        timed_out = threading.Event()
+        cancel: Callable[[], Any] = context.cancel
+
+        def expire() -> None:
+            timed_out.set()
+            cancel()
+
+        watchdog = threading.Timer(self._handshake_timeout_s, expire)
         watchdog.daemon = True
         watchdog.start()
         try:
             raw = next(requests)
-        except StopIteration:
-            return
-        except grpc.RpcError:
-            logger.warning(
-                "raftgrpc: no Hello from %s in time, stream cancelled",
-                context.peer(),
-                extra={"event": "stream.handshake_timeout", "peer": context.peer()},
-            )
+        except (StopIteration, grpc.RpcError):
+            # Cancelled by the watchdog or by gRPC, the request iterator may end
+            # (StopIteration) rather than raise, depending on which of gRPC's events it sees
+            # first: either way the stream is over.
+            if timed_out.is_set():
+                logger.warning(
+                    "raftgrpc: no Hello from %s in time, stream cancelled",
+                    remote,
+                    extra={"event": "stream.handshake_timeout", "peer": remote},
+                )
+            else:
+                logger.info(
+                    "raftgrpc: stream from %s ended before its Hello: closed or cancelled by "
+                    "the peer, disconnected, or refused by gRPC (a message above "
+                    "max_message_bytes: RESOURCE_EXHAUSTED)",
+                    remote,
+                    extra={"event": "stream.ended", "peer": remote, "reason": "before Hello"},
+                )
             return
         finally:
             watchdog.cancel()
         peer = self._handshake(raw, context)
-        link = self._sink.open_inbound(peer)
-        link.set_canceller(context.cancel)
+        link = self._sink.open_inbound(peer, context.cancel)
         failure: list[str] = []
         reader = threading.Thread(
             target=self._read,
@@ -221,19 +242,12 @@ class RaftStreamServicer:
                     link, messages, nbytes, carriers
                 ),
                 traced=self._traced,
+                inbound_budget=self._inbound_budget,
             )
         except FrameError as exc:
             failure.append(str(exc))
         except grpc.RpcError as exc:
-            # The peer went away, the stream was cancelled, or gRPC refused a message (one
-            # above max_message_bytes ends the stream with RESOURCE_EXHAUSTED).
-            if not link.broken:
-                logger.info(
-                    "raftgrpc: stream from %s ended: %s",
-                    link.peer,
-                    exc,
-                    extra={"event": "stream.ended", "peer": str(link.peer), "link": link.id},
-                )
+            self._log_ended(link, str(exc))
         except Exception as exc:
             # A layer that ends the call while reading (the auth layer aborts a stream whose
             # token expired) raises from the request iterator; the call already has its
@@ -244,5 +258,29 @@ class RaftStreamServicer:
                 exc,
                 extra={"event": "stream.ended", "peer": str(link.peer), "link": link.id},
             )
+        else:
+            # The requests ended: the peer closed its side, or gRPC ended the call (cancelled,
+            # it may end the request iterator rather than raise).
+            self._log_ended(link, "")
         finally:
             link.break_()
+
+    @staticmethod
+    def _log_ended(link: Link, error: str) -> None:
+        # Unless this node broke the link itself: the peer went away, the stream was
+        # cancelled, or gRPC refused a message (one above max_message_bytes ends the stream
+        # with RESOURCE_EXHAUSTED). gRPC's server-side RpcError carries no status.
+        if link.broken:
+            return
+        logger.info(
+            "raftgrpc: stream from %s ended: closed or cancelled by the peer, disconnected, or "
+            "refused by gRPC (a message above max_message_bytes: RESOURCE_EXHAUSTED)%s",
+            link.peer,
+            f": {error}" if error else "",
+            extra={
+                "event": "stream.ended",
+                "peer": str(link.peer),
+                "link": link.id,
+                "reason": "ended by the peer or gRPC",
+            },
+        )

@@ -129,6 +129,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._config.handshake_timeout_s,
             self._pulse_interval_s,
             traced=self._observer is not None,
+            inbound_budget=self._config.inbound_buffer_bytes,
         )
         factories = list(self._middleware.services)
         if self._config.health and not any(
@@ -242,6 +243,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             target=target,
             channel=channel,
             new_channel=lambda: self._dial(target),
+            inbound_budget=self._config.inbound_buffer_bytes,
             hello=hello,
             expected_node_id=node.id,
             new_outbox=self._new_outbox,
@@ -454,15 +456,20 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         """The member whose id is ``node_id``, or None."""
         return self._members.get(node_id)
 
-    def open_inbound(self, peer: Any | None) -> Link:
-        """Register an inbound stream; ``peer`` None is a new read-only follower."""
+    def open_inbound(self, peer: Any | None, cancel: Any = None) -> Link:
+        """Register an inbound stream; ``peer`` None is a new read-only follower. ``cancel``
+        ends the stream's RPC: set before the tick thread can refuse the link."""
         if peer is not None:
             link = Link(peer, self._new_outbox())
+            if cancel is not None:
+                link.set_canceller(cancel)
             self._post(lambda: self._on_inbound_open(link))
             return link
         with self._readonly_ids_lock:
             node = Node(str(next(self._readonly_ids)))
         link = Link(node, self._new_outbox())
+        if cancel is not None:
+            link.set_canceller(cancel)
         self._post(lambda: self._on_readonly_open(link))
         return link
 
@@ -764,6 +771,11 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             # answers faster pings with GOAWAY too_many_pings).
             ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.keepalive_time_s * 500)),
             ("grpc.http2.max_ping_strikes", 0),
+            # A connection that never completes its HTTP/2 (or TLS) handshake is closed
+            # after handshake_timeout_s instead of gRPC's 120 s; one without any stream
+            # for connection_idle_s is closed too (clients reconnect transparently).
+            ("grpc.server_handshake_timeout_ms", int(cfg.handshake_timeout_s * 1000)),
+            ("grpc.max_connection_idle_ms", int(cfg.connection_idle_s * 1000)),
         ]
 
 

@@ -224,8 +224,10 @@ def test_redial_reaches_a_peer_that_came_back_without_waiting_out_any_backoff(
     hosts.append(a)
     node_b = next(iter(a.transport._peers))
     a.tick_until(
-        lambda: (e := a.transport.peer_error(node_b)) is not None
-        and e.code == grpc.StatusCode.UNAVAILABLE,
+        lambda: (
+            (e := a.transport.peer_error(node_b)) is not None
+            and e.code == grpc.StatusCode.UNAVAILABLE
+        ),
         10,
         "a's first attempt to fail",
     )

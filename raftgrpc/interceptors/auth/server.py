@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from raftgrpc import tls
 from raftgrpc.errors import ConfigError
 from raftgrpc.interceptors._handlers import wrap_handler
 from raftgrpc.interceptors.auth._common import (
@@ -91,7 +92,9 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         required_role: str | None,
         limiter: _DenialLogLimiter,
         method_roles: Mapping[str, str] = DEFAULT_METHOD_ROLES,
+        bind_unclaimed: Callable[[Any], bool] | None = None,
     ) -> None:
+        self._bind_unclaimed = bind_unclaimed
         self._verifier = verifier
         self._mode = mode
         self._identity_of = identity_of
@@ -311,6 +314,21 @@ class _Call:
                 ),
                 self.claims.subject,
             )
+            return
+        bind = self.interceptor._bind_unclaimed
+        if claimed is None and bind is not None and bind(request):
+            # A request that claims no identity (a read-only follower's Hello) is bound by
+            # the token alone; over mTLS, the token must then be the certificate holder's
+            # own, or a captured token would open such a stream from any certificate.
+            identities = tls.peer_identities(self.context)
+            if identities and not tls.default_match(self.claims.subject, identities):
+                self.fail(
+                    AuthError(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        "token subject does not match the client certificate",
+                    ),
+                    self.claims.subject,
+                )
 
     def check_fresh(self) -> None:
         """A stream cannot outlive its token."""
@@ -376,6 +394,7 @@ def server_interceptor(
     denial_log_limit: int = 5,
     denial_log_window_s: float = 10.0,
     monotonic: Callable[[], float] = time.monotonic,
+    bind_unclaimed: Callable[[Any], bool] | None = None,
 ) -> grpc.ServerInterceptor:  # type: ignore[type-arg]
     """A server interceptor that authenticates every call by its bearer token.
 
@@ -414,6 +433,12 @@ def server_interceptor(
     limited to ``denial_log_limit`` per peer host per ``denial_log_window_s``; the rest are
     counted, and reported in one ``auth.suppressed`` line (``peer``, ``count``) with the
     first denial after the window. ``monotonic`` is injectable for tests.
+
+    ``bind_unclaimed(request)``: for a request that claims no identity (``identity_of``
+    returns None) and for which this returns true, a caller that presented a verified client
+    certificate must hold a token whose subject that certificate names
+    (:func:`raftgrpc.tls.default_match`), else ``PERMISSION_DENIED`` ("token subject does not
+    match the client certificate"). The builder binds read-only Hellos this way.
     """
     mode = AuthMode(mode)
     if denial_log_limit < 1 or denial_log_window_s <= 0:
@@ -426,5 +451,12 @@ def server_interceptor(
                 "is non-empty"
             )
     return _Interceptor(
-        verifier, mode, identity_of, exempt_methods, required_role, limiter, method_roles
+        verifier,
+        mode,
+        identity_of,
+        exempt_methods,
+        required_role,
+        limiter,
+        method_roles,
+        bind_unclaimed=bind_unclaimed,
     )
