@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BUF    := node_modules/.bin/buf
 PROTO  := proto/raftgrpc/v1/transport.proto proto/raftgrpc/v1/admin.proto
 
-.PHONY: venv test test-all demo proto proto-check lint bench bench-full bench-migration clean
+.PHONY: venv test test-all demo proto proto-check lint bench bench-full bench-migration fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,8 @@ $(BUF): package.json package-lock.json
 
 ## lint: ruff, mypy (strict) and buf lint
 lint: $(STAMP) $(BUF)
-	$(VENV)/bin/ruff check raftgrpc tests examples bench
-	$(VENV)/bin/ruff format --check raftgrpc tests examples bench
+	$(VENV)/bin/ruff check raftgrpc tests examples bench fuzz
+	$(VENV)/bin/ruff format --check raftgrpc tests examples bench fuzz
 	$(VENV)/bin/mypy
 	$(BUF) lint
 
@@ -61,9 +61,18 @@ bench: $(BENCH_STAMP)
 bench-full: $(BENCH_STAMP)
 	$(PY) bench/run.py --full
 
+FUZZ_RUNS ?= 1000000
+
+## fuzz: both atheris harnesses (FUZZ_RUNS executions each, corpus in .fuzz/), then the long hypothesis run (~15 min)
+fuzz: $(STAMP)
+	mkdir -p .fuzz/codec .fuzz/frames
+	$(PY) fuzz/fuzz_codec.py .fuzz/codec -atheris_runs=$(FUZZ_RUNS) -max_len=4096 -artifact_prefix=.fuzz/
+	$(PY) fuzz/fuzz_frames.py .fuzz/frames -atheris_runs=$(FUZZ_RUNS) -max_len=4096 -artifact_prefix=.fuzz/
+	$(PY) -m pytest -q -m slow tests/test_fuzz.py
+
 ## bench-migration: rolling migrations under a write load, 3 rounds of each plan (about 10 minutes)
 bench-migration: $(BENCH_STAMP)
 	$(PY) bench/migration.py
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz

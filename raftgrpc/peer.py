@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 
 from raftgrpc import codec
 from raftgrpc.backoff import Backoff
-from raftgrpc.link import PULSE_REQUEST, FrameError, Link, read_frames
+from raftgrpc.link import PROTOCOL_VERSION, PULSE_REQUEST, FrameError, Link, read_frames
 from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.outbox import Outbox
 from raftgrpc.server import STREAM_METHOD
@@ -260,6 +260,12 @@ class PeerStream:
             self._log_handshake_failure("answered Hello with something else")
             return None
         welcome: pb.Welcome = response.welcome
+        if welcome.protocol_version != PROTOCOL_VERSION:
+            self._log_handshake_failure(
+                f"speaks protocol version {welcome.protocol_version}, this node {PROTOCOL_VERSION}",
+                logging.ERROR,
+            )
+            return None
         if self._expected_node_id is not None and welcome.node_id != self._expected_node_id:
             self._log_handshake_failure(
                 f"says it is node {welcome.node_id[:200]!r}, expected "
