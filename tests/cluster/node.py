@@ -125,11 +125,20 @@ class KV(SyncObjConsumer):  # type: ignore[misc]
         self.snapshots_loaded = 0
         super().__init__()
         self.data: dict[str, Any] = {}
+        # Every ``record`` in the order applied (tests/cluster/faults.py): a command applied
+        # twice shows up twice here, where ``set`` would hide it.
+        self.ops: list[str] = []
 
     @replicated  # type: ignore[misc]
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
         self.applied += 1
+
+    @replicated  # type: ignore[misc]
+    def record(self, op_id: str) -> int:
+        self.ops.append(op_id)
+        self.applied += 1
+        return len(self.ops)
 
     @replicated  # type: ignore[misc]
     def fill(self, name: str, nbytes: int, seed: int) -> int:
@@ -184,6 +193,16 @@ class Node:
         if args.transport not in TRANSPORTS:
             raise SystemExit(f"unknown transport {args.transport!r}")
         kwargs["transportClass"] = transport_class(args.transport)
+        grpc_config = getattr(args, "grpc_config", None)
+        if grpc_config:  # TransportConfig fields for "grpc" (tests/cluster/faults.py)
+            if args.transport != "grpc":
+                raise SystemExit("--grpc-config applies to --transport grpc only")
+            import functools
+
+            from raftgrpc import GrpcTransport, TransportConfig
+
+            config = TransportConfig(**grpc_config)
+            kwargs["transportClass"] = functools.partial(GrpcTransport, config=config)
         self_addr = None if args.readonly else args.self_addr
         self.obj = SyncObj(self_addr, args.partners, conf, **kwargs)
         self.quit = threading.Event()
@@ -406,6 +425,57 @@ class Node:
     def cmd_quit(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "quitting": True}  # the handler sets self.quit once this is sent
 
+    # -- fault-injection hooks (tests/cluster/faults.py) ---------------------------------------
+
+    def cmd_record_many(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Submit ``record(op)`` for every op id in ``ops`` at once; ``results`` maps each op id
+        to "SUCCESS" or its failure reason (TIMEOUT: no outcome within ``timeout_s``)."""
+        ops: list[str] = list(req["ops"])
+        timeout = float(req.get("timeout_s", 5.0))
+        waiters: dict[str, _Waiter] = {}
+        results: dict[str, str] = {}
+        for op in ops:
+            waiters[op] = w = _Waiter()
+            try:
+                self.kv.record(op, callback=w)
+            except SyncObjException as e:
+                results[op] = fail_name(e.errorCode)
+                del waiters[op]
+        deadline = time.monotonic() + timeout
+        for op, w in waiters.items():
+            r = w.wait(max(0.0, deadline - time.monotonic()))
+            results[op] = "SUCCESS" if r["ok"] else r["reason"]
+        return {"ok": True, "results": results}
+
+    def cmd_ops(self, req: dict[str, Any]) -> dict[str, Any]:
+        """The recorded op ids, in the order applied, and how far this node applied."""
+        ops = list(self.kv.ops)  # list() holds the GIL: a consistent view
+        return {"ok": True, "ops": ops, "applied": self.obj.raftLastApplied}
+
+    def cmd_transfer_leadership(self, req: dict[str, Any]) -> dict[str, Any]:
+        """SyncObj.transferLeadership (to ``node``, or the most caught-up follower)."""
+        node = req.get("node")
+        timeout = float(req.get("timeout_s", 5.0))
+        return self._sync(lambda w: self.obj.transferLeadership(node, callback=w), timeout)
+
+    def cmd_outbox_stats(self, req: dict[str, Any]) -> dict[str, Any]:
+        """GrpcTransport's per-peer send queues: items queued, bytes ever spilled to disk and
+        spill files open, for the stream to each connected peer (empty on other transports)."""
+        peers = getattr(self.transport, "_peers", None)
+        out: dict[str, Any] = {}
+        if isinstance(peers, dict):
+            for node, peer in list(peers.items()):
+                link = getattr(peer, "link", None)
+                outbox = getattr(link, "outbox", None)
+                if outbox is None:
+                    continue
+                out[str(node.id)] = {
+                    "queued": len(outbox),
+                    "spilled_bytes_total": outbox.spilled_bytes_total,
+                    "spool_segments": outbox.spool_segments,
+                }
+        return {"ok": True, "peers": out, "has_outbox": isinstance(peers, dict)}
+
     def cmd_block_peers(self, req: dict[str, Any]) -> dict[str, Any]:
         """Test hook (health tests): drop every Raft message to and from the nodes in
         ``peers`` (an empty list heals). The streams stay up (the transport's own pulses still
@@ -517,9 +587,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dynamic", action="store_true")
     p.add_argument("--conf", action="append", default=[], help="extra SyncObjConf key=<json value>")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--grpc-config", action="append", default=[], help="TransportConfig key=<json value>"
+    )
     args = p.parse_args(argv)
     args.partners = [x for x in args.partners.split(",") if x]
     args.conf = _parse_conf(args.conf)
+    args.grpc_config = _parse_conf(args.grpc_config)
     if not args.readonly and not args.self_addr:
         p.error("--self is required unless --readonly")
 
