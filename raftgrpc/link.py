@@ -39,10 +39,14 @@ _MESSAGE_OVERHEAD = 400
 _ENTRY_OVERHEAD = 160
 
 
+def _footprint(raw_bytes: int, messages: int, entries: int) -> int:
+    return raw_bytes + _MESSAGE_OVERHEAD * messages + _ENTRY_OVERHEAD * entries
+
+
 def decoded_size(raw_bytes: int, messages: list[dict[str, Any]]) -> int:
     """Estimated memory of ``messages`` decoded from a frame of ``raw_bytes``."""
     entries = sum(len(m.get("entries") or ()) for m in messages)
-    return raw_bytes + _MESSAGE_OVERHEAD * len(messages) + _ENTRY_OVERHEAD * entries
+    return _footprint(raw_bytes, len(messages), entries)
 
 
 class FrameError(Exception):
@@ -109,7 +113,7 @@ def _estimated_size(raw_bytes: int, frame: pb.Frame) -> int:
     for message in frame.messages:
         if message.HasField("append_entries"):
             entries += len(message.append_entries.entries.lengths)
-    return raw_bytes + _MESSAGE_OVERHEAD * len(frame.messages) + _ENTRY_OVERHEAD * entries
+    return _footprint(raw_bytes, len(frame.messages), entries)
 
 
 def read_frames(

@@ -150,7 +150,7 @@ class _Route:
         "upgrade_after",
     )
 
-    def __init__(self, node: Any, now: float) -> None:
+    def __init__(self, node: Any, now: float, upgrade_after: float) -> None:
         self.node = node
         self.active: int | None = None  # the path SyncObj was told the peer is connected on
         self.activated_at = now
@@ -165,7 +165,7 @@ class _Route:
         # a new guard for every path (and every reconnect of it) drops continuations until
         # a first chunk, so two attempts are never glued together.
         self.guard = ChunkGuard()
-        self.upgrade_after = 0.0  # set by the transport: upgrade_after_s, doubled per fallback
+        self.upgrade_after = upgrade_after  # upgrade_after_s, doubled per primary lost
         self.refused: str | None = None  # the last primary error should_fallback turned down
 
 
@@ -524,9 +524,7 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
             )
 
     def _new_route(self, node: Any, now: float) -> _Route:
-        route = _Route(node, now)
-        route.upgrade_after = self._config.upgrade_after_s
-        return route
+        return _Route(node, now, self._config.upgrade_after_s)
 
     def _hurry_secondary(self) -> None:
         """Have TCPTransport redial peers unreachable on both paths at once, not after
@@ -615,31 +613,18 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         route.activated_at = now
         route.in_snapshot = False
         route.refused = None
-        if index == _S and route.connected[_S]:
+        level, why = logging.INFO, ""
+        extra = {"event": "migration.path", "peer": route.node.id, "path": _NAMES[index]}
+        if index == _S:
             # Falling back is visible: a certificate the primary rejects looks like an
             # unreachable peer to its client (UNAVAILABLE), so say what the primary said.
             error = self._primary_error(route.node)
-            level = logging.INFO if _expected_fallback(error) else logging.WARNING
-            logger.log(
-                level,
-                "raftgrpc: %s via the %s path (primary: %s)",
-                route.node.id,
-                _NAMES[index],
-                error.reason,
-                extra={
-                    "event": "migration.path",
-                    "peer": route.node.id,
-                    "path": _NAMES[index],
-                    "primary_error": error.reason,
-                },
-            )
-            self._onNodeConnected(route.node)
-            return
-        logger.info(
-            "raftgrpc: %s via the %s path",
-            route.node.id,
-            _NAMES[index],
-            extra={"event": "migration.path", "peer": route.node.id, "path": _NAMES[index]},
+            if not _expected_fallback(error):
+                level = logging.WARNING
+            why = f" (primary: {error.reason})"
+            extra["primary_error"] = error.reason
+        logger.log(
+            level, "raftgrpc: %s via the %s path%s", route.node.id, _NAMES[index], why, extra=extra
         )
         self._onNodeConnected(route.node)
 

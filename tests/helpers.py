@@ -30,6 +30,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports that were free a moment ago (all bound at once, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def auth_files(directory: Path) -> tuple[Any, Callable[[str], Any]]:
     """A fresh ES256 signing key and key set in ``directory`` (made with ``raftgrpc token
     keygen``): a TokenVerifier for audience and issuer "test", and a node token factory."""

@@ -25,7 +25,7 @@ from raftgrpc import (
     TransportConfig,
 )
 from tests.certs import make_ca, node_cert, tls_config
-from tests.helpers import wait_until
+from tests.helpers import free_ports, wait_until
 from tests.host import Host
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,18 +38,6 @@ BEAT = {
     "prevLogTerm": 1,
     "entries": [],
 }
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that were free a moment ago."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def assert_free(port: int) -> None:

@@ -37,7 +37,7 @@ from raftgrpc import (
 )
 from raftgrpc.migration import PRIMARY, SECONDARY, fallback_unless_refused
 from raftgrpc.utility import GrpcUtility
-from tests.helpers import wait_until
+from tests.helpers import free_ports, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -880,18 +880,6 @@ class KV(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
     @replicated  # type: ignore[untyped-decorator]
     def put(self, key: str, value: str) -> None:
         self.kv[key] = value
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that were free a moment ago."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def stopped(node: SyncObj) -> bool:
