@@ -10,7 +10,7 @@ from raftgrpc.errors import ConfigError
 __all__ = ["TransportConfig"]
 
 _MIB = 1024 * 1024
-_MAY_BE_ZERO = frozenset({"raft_health_max_commit_lag"})
+_MAY_BE_ZERO = frozenset({"raft_health_max_commit_lag", "queue_max_age_s"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,14 @@ class TransportConfig:
     """Bytes a peer's queue may spill to disk. Beyond this the peer is declared disconnected:
     its queue is dropped whole (never partly, so no chunked transfer is split) and PySyncObj
     resends from its own state after the reconnect, as it does after a TCP reset."""
+
+    queue_max_age_s: float = 10.0
+    """A peer whose queue holds a Raft message older than this is reset like an overflowing
+    one (0: never). It consumes slower than this node sends; what waits is stale, and a
+    PySyncObj follower fed old append-entries truncates its log back to them and asks for
+    everything again, which can keep it behind for good. After the reset the leader resends
+    from where the follower is. Snapshot chunks never go stale: a big snapshot on a slow link
+    may take longer than this to leave the queue."""
 
     inbound_buffer_bytes: int = 32 * _MIB
     """Bytes of received messages waiting for the tick thread. Receivers stop reading while it

@@ -10,8 +10,17 @@ after a TCP reset.
 
 Once a first chunk has passed, everything on the stream passes, in order, exactly as
 TCPTransport would deliver it: every later transfer on the same stream starts with its own
-first chunk. (PySyncObj 0.3.17 may label more than one chunk of a big entry 'finish'; the
-follower fails on the early one and completes on the next, so nothing may be dropped there.)
+first chunk.
+
+PySyncObj 0.3.17 labels a big entry's chunk 'finish' as soon as the *command's* length is
+reached, but it chunks the entry's pickle, which is longer (up to 1.5 times for binary data
+pickled with protocol 2): the last few chunks of a big entry are all labelled 'finish'. The
+follower unpickles on each of them; every early one raises (twice, with the pure-Python
+retry of ``pysyncobj.pickle``) and leaves the data appended, and the last one succeeds. A
+pickle always ends with its STOP opcode (``b"."``), and a strict prefix of a pickle never
+loads, so a 'finish' chunk whose data does not end with it cannot complete the entry: the
+guard relabels it 'process', which has exactly the follower's state effect of the failing
+attempt (the data is appended) without the exceptions, and the early chunk is not dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["ChunkGuard"]
+
+_PICKLE_STOP = b"."
 
 
 class ChunkGuard:
@@ -29,9 +40,12 @@ class ChunkGuard:
         self._big_entry_started = False
         self.dropped = 0
         """Messages dropped so far."""
+        self.relabelled = 0
+        """Early 'finish' chunks relabelled 'process' so far."""
 
     def admit(self, message: dict[str, Any]) -> bool:
-        """Whether ``message`` may be delivered; notes the first chunks it sees."""
+        """Whether ``message`` may be delivered; notes the first chunks it sees, and relabels
+        an early 'finish' chunk of a big entry 'process' (in place)."""
         if message["type"] != "append_entries":
             return True
         transmission = message.get("transmission")
@@ -41,6 +55,9 @@ class ChunkGuard:
             elif not self._big_entry_started:
                 self.dropped += 1
                 return False
+            elif transmission == "finish" and _cannot_complete(message.get("data")):
+                message["transmission"] = "process"
+                self.relabelled += 1
             return True
         serialized = message.get("serialized")
         if isinstance(serialized, tuple):
@@ -50,3 +67,7 @@ class ChunkGuard:
                 self.dropped += 1
                 return False
         return True
+
+
+def _cannot_complete(data: object) -> bool:
+    return isinstance(data, bytes | bytearray) and not data.endswith(_PICKLE_STOP)

@@ -5,6 +5,12 @@ stopped or deadlocked process): while this side keeps writing, gRPC skips its pi
 side of a stream sends a Pulse after a short silence, every received message refreshes the
 stream's ``last_seen``, and this monitor cancels a stream silent for ``timeout`` seconds; the
 transport then reports the peer disconnected and redials.
+
+Silence is judged only while this process runs: when the monitor itself wakes up far later
+than it asked to (the process was stopped, swapped out or starved), every stream would look
+silent although its peer kept sending into the socket, so that round restarts every clock
+instead of closing healthy streams (and making the resumed node start over with all its
+peers at once).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from raftgrpc.link import Link
 
@@ -23,8 +30,11 @@ logger = logging.getLogger("raftgrpc.liveness")
 class LivenessMonitor:
     """One thread per transport that watches the ``last_seen`` of every established link."""
 
-    def __init__(self, timeout: float, name: str) -> None:
+    def __init__(
+        self, timeout: float, name: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._timeout = timeout
+        self._clock = clock
         self._links: set[Link] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -55,15 +65,28 @@ class LivenessMonitor:
 
     def _run(self) -> None:
         interval = min(0.25, self._timeout / 8)
+        last = self._clock()
         while not self._stop.wait(interval):
-            now = time.monotonic()
-            with self._lock:
-                stale = [link for link in self._links if now - link.last_seen > self._timeout]
-                self._links.difference_update(stale)
-            for link in stale:
-                logger.warning(
-                    "raftgrpc: nothing from %s for %.1f s; closing its stream",
-                    link.peer,
-                    now - link.last_seen,
-                )
-                link.cancel()
+            now = self._clock()
+            gap, last = now - last, now
+            if gap > interval + self._timeout / 2:
+                self._restart_clocks(now, gap)
+            else:
+                self._close_silent(now)
+
+    def _restart_clocks(self, now: float, gap: float) -> None:
+        with self._lock:
+            for link in self._links:
+                link.last_seen = max(link.last_seen, now)
+        logger.info("raftgrpc: this process did not run for %.1f s; liveness clocks restarted", gap)
+
+    def _close_silent(self, now: float) -> None:
+        with self._lock:
+            stale = {link: now - link.last_seen for link in self._links}
+            stale = {link: silent for link, silent in stale.items() if silent > self._timeout}
+            self._links.difference_update(stale)
+        for link, silent in stale.items():
+            logger.warning(
+                "raftgrpc: nothing from %s for %.1f s; closing its stream", link.peer, silent
+            )
+            link.cancel()

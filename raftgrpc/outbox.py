@@ -9,11 +9,16 @@ queue is dropped whole or delivered whole, never with a hole in the middle.
 The spill file is a chain of segments of at most ``segment_bytes`` each; a segment is closed
 (and its disk space freed) as soon as it has been read, so the disk used stays below the
 queued bytes plus one segment even when the queue never drains completely.
+
+Each item carries a stamp (by default +inf, "never stale"; the transport stamps Raft messages
+with the time they were queued) and :attr:`Outbox.head_stamp` is the stamp of the oldest
+item still queued: how far behind the peer is, without any per-item memory for what spilled.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 import os
 import struct
 import tempfile
@@ -23,12 +28,13 @@ from raftgrpc.meter import ByteMeter
 
 __all__ = ["Outbox"]
 
-_HEADER = struct.Struct(">Q")
+_HEADER = struct.Struct(">Qd")  # size, stamp
 _SEGMENT_BYTES = 64 * 1024 * 1024
 
 
 class _Segment:
-    """One anonymous spill file of records ``[size][bytes]``, appended and read in order."""
+    """One anonymous spill file of records ``[size][stamp][bytes]``, appended and read in
+    order."""
 
     __slots__ = ("fd", "read", "write")
 
@@ -64,6 +70,10 @@ class Outbox:
         self._spool_dir = spool_dir
         self._cond = threading.Condition(threading.Lock())
         self._memory: collections.deque[bytes] = collections.deque()
+        self._memory_stamps: collections.deque[float] = collections.deque()
+        self.head_stamp = math.inf
+        """The stamp of the oldest queued item; +inf when empty (or when that item never
+        goes stale)."""
         self._memory_bytes = 0
         self._segments: collections.deque[_Segment] = collections.deque()
         self._spool_bytes = 0  # records written and not yet read, headers included
@@ -86,8 +96,9 @@ class Outbox:
         """How many spill files are open (for tests)."""
         return len(self._segments)
 
-    def put(self, item: bytes) -> bool:
-        """Append ``item``; False if the queue is closed or its spill file is full.
+    def put(self, item: bytes, stamp: float = math.inf) -> bool:
+        """Append ``item`` stamped ``stamp``; False if the queue is closed or its spill file
+        is full.
 
         Raises OSError if the spill file cannot be written (disk full); nothing is queued then.
         """
@@ -95,14 +106,18 @@ class Outbox:
         with self._cond:
             if self._closed:
                 return False
+            empty = not self._memory and not self._spool_items
             if self._spool_items == 0 and self._memory_bytes + size <= self._memory_limit:
                 # Memory only while nothing waits on disk, so that order is kept.
                 self._memory.append(item)
+                self._memory_stamps.append(stamp)
                 self._memory_bytes += size
                 self._meter.add(size)
+                if empty:
+                    self.head_stamp = stamp
                 self._cond.notify()
                 return True
-            record = _HEADER.pack(size) + item
+            record = _HEADER.pack(size, stamp) + item
             if self._spool_bytes + len(record) > self._spool_limit:
                 return False
             segment = self._segments[-1] if self._segments else None
@@ -114,6 +129,8 @@ class Outbox:
             self._spool_bytes += len(record)
             self._spool_items += 1
             self.spilled_bytes_total += size
+            if empty:
+                self.head_stamp = stamp
             self._cond.notify()
             return True
 
@@ -132,6 +149,7 @@ class Outbox:
             total = 0
             while self._memory and (not out or total + len(self._memory[0]) <= max_bytes):
                 item = self._memory.popleft()
+                self._memory_stamps.popleft()
                 total += len(item)
                 out.append(item)
             self._memory_bytes -= total
@@ -143,6 +161,7 @@ class Outbox:
                         break
                     total += len(spooled)
                     out.append(spooled)
+            self._update_head_stamp()
             return out
 
     def close(self) -> None:
@@ -153,6 +172,8 @@ class Outbox:
             self._closed = True
             self._meter.sub(self._memory_bytes)
             self._memory.clear()
+            self._memory_stamps.clear()
+            self.head_stamp = math.inf
             self._memory_bytes = 0
             self._spool_items = 0
             self._spool_bytes = 0
@@ -173,10 +194,19 @@ class Outbox:
             view = view[written:]
             offset += written
 
+    def _update_head_stamp(self) -> None:
+        if self._memory_stamps:
+            self.head_stamp = self._memory_stamps[0]
+        elif self._spool_items:
+            segment = self._segments[0]
+            _, self.head_stamp = _HEADER.unpack(os.pread(segment.fd, _HEADER.size, segment.read))
+        else:
+            self.head_stamp = math.inf
+
     def _read_spooled(self, room: int | None) -> bytes | None:
         """Pop the oldest spilled item, or None if it is larger than ``room`` bytes."""
         segment = self._segments[0]
-        (size,) = _HEADER.unpack(os.pread(segment.fd, _HEADER.size, segment.read))
+        size, _ = _HEADER.unpack(os.pread(segment.fd, _HEADER.size, segment.read))
         if room is not None and size > room:
             return None
         item = os.pread(segment.fd, size, segment.read + _HEADER.size)

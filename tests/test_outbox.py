@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -127,3 +128,27 @@ def test_spilled_items_respect_the_frame_size() -> None:
     assert [len(i) for i in box.take(max_bytes=300, timeout=0)] == [5000]  # alone, oversize
     assert [len(i) for i in box.take(max_bytes=300, timeout=0)] == [100]
     box.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    stamps=st.lists(st.floats(min_value=0, max_value=1e6), max_size=40),
+    memory=st.integers(min_value=0, max_value=200),
+    take_sizes=st.lists(st.integers(min_value=1, max_value=90), min_size=1, max_size=5),
+)
+def test_head_stamp_is_the_stamp_of_the_oldest_queued_item(
+    stamps: list[float], memory: int, take_sizes: list[int]
+) -> None:
+    box = Outbox(memory_bytes=memory, spool_bytes=1 << 30)
+    queued: list[float] = []
+    for i, stamp in enumerate(stamps):
+        assert box.put(b"x" * 30, stamp)
+        queued.append(stamp)
+        if i % 3 == 2:
+            queued = queued[len(box.take(take_sizes[i % len(take_sizes)], timeout=0)) :]
+        assert box.head_stamp == (queued[0] if queued else math.inf)
+    drain(box)
+    assert box.head_stamp == math.inf
+    assert box.put(b"y", 5.0) and box.head_stamp == 5.0
+    box.close()
+    assert box.head_stamp == math.inf

@@ -85,6 +85,59 @@ def test_send_never_blocks_and_memory_stays_bounded_behind_a_stalled_peer(
     )
 
 
+def entries_message(i: int, size: int) -> dict[str, Any]:
+    return {
+        "type": "append_entries",
+        "term": 1,
+        "commit_index": 1,
+        "prevLogIdx": i,
+        "prevLogTerm": 1,
+        "entries": [(b"e" * size, i + 1, 1)],
+    }
+
+
+@pytest.mark.parametrize("kind", ["entries", "snapshot"])
+def test_a_queue_of_stale_messages_is_reset_but_a_slow_snapshot_is_not(
+    hosts: list[Host], kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """b's tick thread stands still, so a's queue to b stops moving. Once its oldest
+    append-entries waited longer than queue_max_age_s, a resets the stream (the leader will
+    resend from where b is); snapshot chunks wait as long as they must."""
+    max_age = 0.5
+    config = TransportConfig(
+        queue_memory_bytes=1 << 20,
+        inbound_buffer_bytes=1 << 20,
+        frame_bytes=256 << 10,
+        queue_max_age_s=max_age,
+    )
+    a, _, _, b_addr = pair(hosts, config)
+    a.tick_thread = threading.current_thread()
+    make = entries_message if kind == "entries" else chunk_message
+    node, pace = TCPNode(b_addr), threading.Event()
+    # 12 MiB: more than b's inbox and the HTTP/2 windows between them hold.
+    stalled_at = time.monotonic()
+    sent = [a.transport.send(node, make(i, 64 << 10)) for i in range(200)]
+    assert all(sent)
+    with caplog.at_level("WARNING", logger="raftgrpc.transport"):
+        i = len(sent)
+        while time.monotonic() - stalled_at < 4 * max_age:
+            if not a.transport.send(node, make(i, 1024)):
+                break
+            i += 1
+            pace.wait(0.02)  # paced: the queue's age is what is measured
+        reset_after = time.monotonic() - stalled_at
+    stale = [r for r in caplog.records if getattr(r, "event", None) == "stream.queue_stale"]
+    if kind == "entries":
+        assert a.events[-1] == ("disconnected", b_addr)
+        assert max_age < reset_after < 3 * max_age
+        assert len(stale) == 1 and "s old" in stale[0].getMessage()
+    else:
+        assert ("disconnected", b_addr) not in a.events
+        assert stale == []
+        link = a.transport._peers[node].link
+        assert link is not None and not link.broken
+
+
 def test_read_only_follower_hears_back_on_its_own_stream(hosts: list[Host]) -> None:
     member = f"127.0.0.1:{free_port()}"
     m = Host(member, [], TransportConfig())
@@ -250,3 +303,22 @@ def test_peers_connect_directly_when_a_proxy_is_set_for_other_traffic(
     a, b, a_addr, b_addr = pair(hosts, TransportConfig())
     assert ("connected", b_addr) in a.events
     assert ("connected", a_addr) in b.events
+
+
+def test_syncobj_failures_are_errors_except_on_a_big_entrys_finish_chunk(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from raftgrpc.transport import _log_syncobj_failure
+
+    finish = {"type": "append_entries", "transmission": "finish", "data": b"x."}
+    with caplog.at_level("INFO", logger="raftgrpc.transport"):
+        for message in (finish, {"type": "request_vote"}):
+            try:
+                raise EOFError("pickle data was truncated")
+            except EOFError:
+                _log_syncobj_failure(message)
+    first, second = caplog.records
+    assert (first.levelname, first.exc_info) == ("INFO", None)
+    assert "pickle data was truncated" in first.getMessage()
+    assert second.levelname == "ERROR" and second.exc_info is not None
+    assert "request_vote" in second.getMessage()

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 import threading
+import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raftgrpc import ConfigError, TransportConfig
 from raftgrpc.address import grpc_target, split_host_port
 from raftgrpc.backoff import Backoff
 from raftgrpc.guard import ChunkGuard
 from raftgrpc.inbox import Inbox
+from raftgrpc.link import Link
+from raftgrpc.liveness import LivenessMonitor
+from raftgrpc.outbox import Outbox
+from tests.helpers import wait_until
 
 
 def snap(first: bool, last: bool, data: bytes = b"d") -> dict[str, Any]:
@@ -24,7 +32,7 @@ def snap(first: bool, last: bool, data: bytes = b"d") -> dict[str, Any]:
     }
 
 
-def big(transmission: str) -> dict[str, Any]:
+def big(transmission: str, data: bytes = b"c.") -> dict[str, Any]:
     return {
         "type": "append_entries",
         "term": 1,
@@ -32,8 +40,24 @@ def big(transmission: str) -> dict[str, Any]:
         "prevLogIdx": 1,
         "prevLogTerm": 1,
         "transmission": transmission,
-        "data": b"c",
+        "data": data,
     }
+
+
+def pysyncobj_chunks(entry: tuple[bytes, int, int], batch: int) -> list[dict[str, Any]]:
+    """The chunk messages PySyncObj 0.3.17 sends for a big entry (syncobj.py, ~line 1276):
+    chunks of the entry's protocol-2 pickle, labelled 'finish' by the command's length."""
+    pickled = pickle.dumps(entry, 2)
+    out = []
+    for pos in range(0, len(pickled), batch):
+        if pos == 0:
+            label = "start"
+        elif pos + batch >= len(entry[0]):
+            label = "finish"
+        else:
+            label = "process"
+        out.append(big(label, pickled[pos : pos + batch]))
+    return out
 
 
 def test_guard_admits_whole_transfers() -> None:
@@ -46,13 +70,55 @@ def test_guard_admits_whole_transfers() -> None:
 
 def test_guard_passes_pysyncobjs_repeated_finish_chunks() -> None:
     # PySyncObj 0.3.17 labels a chunk 'finish' by the command's length, so a big entry whose
-    # pickle is longer than the command ends with several 'finish' chunks. The receiver
-    # fails on the first and completes on the last, as over TCP: none may be dropped.
+    # pickle is longer than the command ends with several 'finish' chunks: none may be
+    # dropped, and those that cannot end a pickle are relabelled 'process'.
     guard = ChunkGuard()
-    assert all(guard.admit(big(t)) for t in ["start", "process", "finish", "finish", "finish"])
+    labels = ["start", "process", "finish", "finish", "finish"]
+    messages = [big(t, b"xyz") for t in labels[:-1]] + [big("finish", b"xy.")]
+    assert all(guard.admit(m) for m in messages)
+    relabelled = ["start", "process", "process", "process", "finish"]
+    assert [m["transmission"] for m in messages] == relabelled
+    assert (guard.dropped, guard.relabelled) == (0, 2)
     assert guard.admit(big("start"))
     assert guard.admit(big("finish"))
     assert guard.dropped == 0
+
+
+def check_pysyncobj_big_entry(payload: bytes, batch: int) -> int:
+    """Feed PySyncObj's chunks of a big entry through a guard: the appended data is
+    unchanged, only 'finish' chunks whose prefix cannot load become 'process', and the last
+    chunk still completes the entry. Returns how many were relabelled."""
+    command = pickle.dumps(("set", ("key", payload), {}), 2)
+    entry = (command, 7, 3)
+    sent = pysyncobj_chunks(entry, batch)
+    messages = [dict(m) for m in sent]
+    guard = ChunkGuard()
+    assert all(guard.admit(m) for m in messages)
+    assert [m["data"] for m in messages] == [m["data"] for m in sent]
+    assert messages[-1]["transmission"] == "finish"
+    prefix = b""
+    for before, after in zip(sent[:-1], messages[:-1], strict=True):
+        prefix += after["data"]
+        if after["transmission"] != before["transmission"]:
+            assert (before["transmission"], after["transmission"]) == ("finish", "process")
+            with pytest.raises(Exception):  # noqa: B017 - any error: a prefix never loads
+                pickle.loads(prefix)
+    assert pickle.loads(prefix + messages[-1]["data"]) == entry
+    return guard.relabelled
+
+
+@settings(max_examples=60, deadline=None)
+@given(payload=st.binary(min_size=64, max_size=3000), batch=st.integers(16, 64))
+def test_guard_leaves_finish_only_where_a_big_entry_can_complete(
+    payload: bytes, batch: int
+) -> None:
+    check_pysyncobj_big_entry(payload, batch)
+
+
+def test_guard_relabels_the_early_finish_chunks_of_a_random_256_kib_value() -> None:
+    # 256 KiB of random bytes pickle (protocol 2) to ~1.5x their size: with 64 KiB chunks the
+    # last ~3 full chunks were early 'finish' chunks, each an exception in the follower.
+    assert check_pysyncobj_big_entry(random.Random(1).randbytes(256 * 1024), 2**16) >= 3
 
 
 def test_guard_drops_a_transfer_tail_that_started_on_another_stream() -> None:
@@ -197,3 +263,40 @@ def test_inbox_close_releases_a_blocked_poster() -> None:
     inbox.close()
     thread.join(5)
     assert result == [False]
+
+
+class _Clock:
+    """time.monotonic plus an offset a test can jump forward; counts its readings."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.readings = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self.readings += 1
+            return time.monotonic() + self.offset
+
+    def wait_readings(self, n: int) -> None:
+        start = self.readings
+        wait_until(lambda: self.readings >= start + n, 5.0, f"{n} rounds of the monitor")
+
+
+def test_liveness_closes_a_silent_stream_but_not_after_its_own_process_was_paused() -> None:
+    clock = _Clock()
+    monitor = LivenessMonitor(0.8, "test", clock=clock)
+    monitor.start()
+    try:
+        fresh = Link("peer", Outbox(1024, 1024))
+        monitor.watch(fresh)
+        clock.wait_readings(2)
+        # The monitor's next round comes 30 s late, as after a SIGSTOP of this process:
+        # every stream looks silent, but nothing was judged while the process was away.
+        clock.offset += 30.0
+        clock.wait_readings(4)
+        assert not fresh.broken
+        # Silence measured while the process runs is still found: nothing arrives from now on.
+        wait_until(lambda: fresh.broken, 5.0, "the silent stream to be closed")
+    finally:
+        monitor.stop()

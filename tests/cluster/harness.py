@@ -188,8 +188,8 @@ class Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.nodes: list[NodeProc] = []
         self._counter = 0
-        self.log_level = "WARNING"
-        """node.py's --log-level for nodes started from now on."""
+        self.log_level = os.environ.get("RAFTGRPC_NODE_LOG_LEVEL", "WARNING")
+        """node.py's --log-level for nodes started from now on ($RAFTGRPC_NODE_LOG_LEVEL)."""
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -375,7 +375,27 @@ class Cluster:
                 f"keys={st.get('keys')} quorum={st.get('has_quorum')} "
                 f"partners={st.get('partners')}"
             )
+            rows.append(f"    {self._pipeline(n, st)}")
         return "\n".join(rows)
+
+    @staticmethod
+    def _pipeline(node: NodeProc, st: dict[str, Any]) -> str:
+        """What a leader believes of each follower (next/match index) and the transport's
+        queues (GrpcTransport): enough to tell a follower that lags from one that is stuck."""
+        indexes = {
+            k.removeprefix("next_node_idx_server_"): (v, st.get("match_idx_server_" + k[21:]))
+            for k, v in st.items()
+            if k.startswith("next_node_idx_server_")
+        }
+        parts = [f"next/match={indexes}"] if indexes else []
+        with contextlib.suppress(CtlError, KeyError, OSError):
+            stats = node.ctl("transport_stats", timeout=2.0)["stats"]
+            queues = node.ctl("outbox_stats", timeout=2.0)["peers"]
+            if stats:
+                parts.append(f"transport={stats}")
+            if queues:
+                parts.append(f"queues={queues}")
+        return " ".join(parts) or "(nothing more)"
 
     def wait_until(
         self,
