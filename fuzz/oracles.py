@@ -318,12 +318,16 @@ class StreamOutcome:
 
 
 def _guard_model(messages: list[dict[str, Any]], state: dict[str, bool]) -> list[bool]:
-    """Which messages a fresh stream may deliver (guard.py's rule, restated)."""
+    """Which messages a fresh stream may deliver; a kept 'finish' chunk that cannot end a
+    pickle (its data does not end with STOP, b".") is relabelled 'process' in place
+    (guard.py's rules, restated)."""
     keep = []
     for m in messages:
         if m["type"] == "append_entries" and "transmission" in m:
             if m["transmission"] == "start":
                 state["big"] = True
+            elif state["big"] and m["transmission"] == "finish" and m["data"][-1:] != b".":
+                m["transmission"] = "process"
             keep.append(state["big"])
         elif m["type"] == "append_entries" and isinstance(m.get("serialized"), tuple):
             if m["serialized"][1]:
