@@ -382,10 +382,11 @@ class Cluster:
     def _pipeline(node: NodeProc, st: dict[str, Any]) -> str:
         """What a leader believes of each follower (next/match index) and the transport's
         queues (GrpcTransport): enough to tell a follower that lags from one that is stuck."""
+        followers = [k.removeprefix("next_node_idx_server_") for k in st]
         indexes = {
-            k.removeprefix("next_node_idx_server_"): (v, st.get("match_idx_server_" + k[21:]))
-            for k, v in st.items()
-            if k.startswith("next_node_idx_server_")
+            f: (st[f"next_node_idx_server_{f}"], st.get(f"match_idx_server_{f}"))
+            for f in followers
+            if f"next_node_idx_server_{f}" in st
         }
         parts = [f"next/match={indexes}"] if indexes else []
         with contextlib.suppress(CtlError, KeyError, OSError):
