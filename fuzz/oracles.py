@@ -326,7 +326,7 @@ def _guard_model(messages: list[dict[str, Any]], state: dict[str, bool]) -> list
         if m["type"] == "append_entries" and "transmission" in m:
             if m["transmission"] == "start":
                 state["big"] = True
-            elif state["big"] and m["transmission"] == "finish" and m["data"][-1:] != b".":
+            elif state["big"] and m["transmission"] == "finish" and not m["data"].endswith(b"."):
                 m["transmission"] = "process"
             keep.append(state["big"])
         elif m["type"] == "append_entries" and isinstance(m.get("serialized"), tuple):

@@ -59,12 +59,13 @@ class TransportConfig:
     resends from its own state after the reconnect, as it does after a TCP reset."""
 
     queue_max_age_s: float = 10.0
-    """A peer whose queue holds a Raft message older than this is reset like an overflowing
-    one (0: never). It consumes slower than this node sends; what waits is stale, and a
-    PySyncObj follower fed old append-entries truncates its log back to them and asks for
-    everything again, which can keep it behind for good. After the reset the leader resends
-    from where the follower is. Snapshot chunks never go stale: a big snapshot on a slow link
-    may take longer than this to leave the queue."""
+    """A peer whose queue has had the same message at its head for longer than this when
+    this node sends it another is reset like an overflowing one (0: never). It takes messages
+    slower than this node sends them; what waits is stale, and a PySyncObj follower fed old
+    append-entries truncates its log back to them and asks for everything after again, which
+    can keep it behind for good. After the reset the leader resends from where the follower
+    is. Snapshot chunks never go stale, and time spent waiting behind one does not count: a
+    big snapshot on a slow link may take longer than this to leave the queue."""
 
     inbound_buffer_bytes: int = 32 * _MIB
     """Bytes of received messages waiting for the tick thread. Receivers stop reading while it

@@ -19,8 +19,10 @@ follower unpickles on each of them; every early one raises (twice, with the pure
 retry of ``pysyncobj.pickle``) and leaves the data appended, and the last one succeeds. A
 pickle always ends with its STOP opcode (``b"."``), and a strict prefix of a pickle never
 loads, so a 'finish' chunk whose data does not end with it cannot complete the entry: the
-guard relabels it 'process', which has exactly the follower's state effect of the failing
-attempt (the data is appended) without the exceptions, and the early chunk is not dropped.
+guard relabels it 'process', which has the follower's state effect of the failing attempt
+(the data is appended) without the exceptions, plus the reply PySyncObj sends for every
+'process' chunk (next_node_idx, neither success nor reset: the leader only notes that the
+follower answered). The early chunk is not dropped.
 """
 
 from __future__ import annotations

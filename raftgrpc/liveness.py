@@ -8,9 +8,9 @@ transport then reports the peer disconnected and redials.
 
 Silence is judged only while this process runs: when the monitor itself wakes up far later
 than it asked to (the process was stopped, swapped out or starved), every stream would look
-silent although its peer kept sending into the socket, so that round restarts every clock
-instead of closing healthy streams (and making the resumed node start over with all its
-peers at once).
+silent although its peer kept sending into the socket, so the time it did not run is not
+counted as anyone's silence, instead of closing healthy streams (and making the resumed node
+start over with all its peers at once).
 """
 
 from __future__ import annotations
@@ -70,15 +70,16 @@ class LivenessMonitor:
             now = self._clock()
             gap, last = now - last, now
             if gap > interval + self._timeout / 2:
-                self._restart_clocks(now, gap)
+                self._forgive(now, gap - interval)
             else:
                 self._close_silent(now)
 
-    def _restart_clocks(self, now: float, gap: float) -> None:
+    def _forgive(self, now: float, lost: float) -> None:
+        """Take the ``lost`` seconds this process did not run off every stream's silence."""
         with self._lock:
             for link in self._links:
-                link.last_seen = max(link.last_seen, now)
-        logger.info("raftgrpc: this process did not run for %.1f s; liveness clocks restarted", gap)
+                link.last_seen = min(link.last_seen + lost, now)
+        logger.info("raftgrpc: this process did not run for %.1f s; not counted as silence", lost)
 
     def _close_silent(self, now: float) -> None:
         with self._lock:

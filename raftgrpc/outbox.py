@@ -10,9 +10,11 @@ The spill file is a chain of segments of at most ``segment_bytes`` each; a segme
 (and its disk space freed) as soon as it has been read, so the disk used stays below the
 queued bytes plus one segment even when the queue never drains completely.
 
-Each item carries a stamp (by default +inf, "never stale"; the transport stamps Raft messages
-with the time they were queued) and :attr:`Outbox.head_stamp` is the stamp of the oldest
-item still queued: how far behind the peer is, without any per-item memory for what spilled.
+Each item carries a stamp, a ``time.monotonic()`` (the transport stamps Raft messages with the
+time they were queued) or +inf for an item that never goes stale (a snapshot chunk), and
+:attr:`Outbox.head_stamp` tells how long the item at the head has been waiting, without any
+per-item memory for what spilled. Waiting behind a never-stale item does not count: an item
+queued behind one is timed from when the last never-stale item left.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import struct
 import tempfile
 import threading
+import time
 
 from raftgrpc.meter import ByteMeter
 
@@ -72,8 +75,9 @@ class Outbox:
         self._memory: collections.deque[bytes] = collections.deque()
         self._memory_stamps: collections.deque[float] = collections.deque()
         self.head_stamp = math.inf
-        """The stamp of the oldest queued item; +inf when empty (or when that item never
-        goes stale)."""
+        """When the item at the head started waiting: its stamp, or when the last item that
+        never goes stale left, if later; +inf when empty or when the head never goes stale."""
+        self._resumed_at = -math.inf  # when the last never-stale item left
         self._memory_bytes = 0
         self._segments: collections.deque[_Segment] = collections.deque()
         self._spool_bytes = 0  # records written and not yet read, headers included
@@ -114,7 +118,7 @@ class Outbox:
                 self._memory_bytes += size
                 self._meter.add(size)
                 if empty:
-                    self.head_stamp = stamp
+                    self.head_stamp = max(stamp, self._resumed_at)
                 self._cond.notify()
                 return True
             record = _HEADER.pack(size, stamp) + item
@@ -130,7 +134,7 @@ class Outbox:
             self._spool_items += 1
             self.spilled_bytes_total += size
             if empty:
-                self.head_stamp = stamp
+                self.head_stamp = max(stamp, self._resumed_at)
             self._cond.notify()
             return True
 
@@ -149,7 +153,8 @@ class Outbox:
             total = 0
             while self._memory and (not out or total + len(self._memory[0]) <= max_bytes):
                 item = self._memory.popleft()
-                self._memory_stamps.popleft()
+                if self._memory_stamps.popleft() == math.inf:
+                    self._resumed_at = time.monotonic()
                 total += len(item)
                 out.append(item)
             self._memory_bytes -= total
@@ -196,19 +201,22 @@ class Outbox:
 
     def _update_head_stamp(self) -> None:
         if self._memory_stamps:
-            self.head_stamp = self._memory_stamps[0]
+            stamp = self._memory_stamps[0]
         elif self._spool_items:
             segment = self._segments[0]
-            _, self.head_stamp = _HEADER.unpack(os.pread(segment.fd, _HEADER.size, segment.read))
+            _, stamp = _HEADER.unpack(os.pread(segment.fd, _HEADER.size, segment.read))
         else:
-            self.head_stamp = math.inf
+            stamp = math.inf
+        self.head_stamp = max(stamp, self._resumed_at)
 
     def _read_spooled(self, room: int | None) -> bytes | None:
         """Pop the oldest spilled item, or None if it is larger than ``room`` bytes."""
         segment = self._segments[0]
-        size, _ = _HEADER.unpack(os.pread(segment.fd, _HEADER.size, segment.read))
+        size, stamp = _HEADER.unpack(os.pread(segment.fd, _HEADER.size, segment.read))
         if room is not None and size > room:
             return None
+        if stamp == math.inf:
+            self._resumed_at = time.monotonic()
         item = os.pread(segment.fd, size, segment.read + _HEADER.size)
         if len(item) != size:
             raise OSError(f"spill file truncated: read {len(item)} of {size} bytes")

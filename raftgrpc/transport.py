@@ -6,6 +6,7 @@ import concurrent.futures
 import itertools
 import logging
 import math
+import pickle
 import sys
 import threading
 import time
@@ -44,13 +45,14 @@ _READONLY_SENDS = frozenset({"next_node_idx", "apply_command"})
 class _Peer:
     """Tick-thread state of one peer: the stream SyncObj currently considers connected."""
 
-    __slots__ = ("error", "link", "lost_at", "node", "stream")
+    __slots__ = ("error", "link", "lost_at", "node", "reset", "stream")
 
     def __init__(self, node: Any, stream: PeerStream | None) -> None:
         self.node = node
         self.stream = stream
         self.link: Link | None = None
         self.error: PeerUnreachable | None = None  # set when the peer cannot be dialled at all
+        self.reset: PeerUnreachable | None = None  # the last reset of its stream by this node
         self.lost_at = float("-inf")  # monotonic time SyncObj was last told of a disconnect
 
 
@@ -320,23 +322,25 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                 node,
             )
             return False
-        if self._enqueue(node, link, data, message.get("serialized") is not None):
+        refusal = self._enqueue(node, link, data, message.get("serialized") is not None)
+        if refusal is None:
             return True
+        peer.reset = PeerUnreachable(node.id, refusal, None, time.monotonic())
         link.cancel()
         self._disconnected(peer, link)
         return False
 
-    def _enqueue(self, node: Any, link: Link, data: bytes, snapshot_chunk: bool) -> bool:
-        """Queue ``data`` on ``link``; False (logged) if the stream must be reset instead,
-        its queue being full or holding stale messages (TransportConfig.queue_max_age_s;
-        snapshot chunks never go stale)."""
+    def _enqueue(self, node: Any, link: Link, data: bytes, snapshot_chunk: bool) -> str | None:
+        """Queue ``data`` on ``link``; or say (and log) why the stream must be reset instead:
+        its queue is full, or its head is stale (TransportConfig.queue_max_age_s; snapshot
+        chunks never go stale)."""
         outbox = link.outbox
         now = time.monotonic()
         try:
             queued = outbox.put(data, math.inf if snapshot_chunk else now)
         except OSError as exc:
             logger.error("raftgrpc: cannot spill the send queue for %s: %s", node, exc)
-            return False
+            return f"cannot spill the send queue: {exc}"
         if not queued:
             if not link.broken:
                 logger.warning(
@@ -349,7 +353,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                         "spilled_bytes": outbox.spilled_bytes_total,
                     },
                 )
-            return False
+            return "send queue full"
         age, limit = now - outbox.head_stamp, self._config.queue_max_age_s
         if limit and age > limit:
             logger.warning(
@@ -360,8 +364,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                 len(outbox),
                 extra={"event": "stream.queue_stale", "peer": node.id, "age_s": round(age, 1)},
             )
-            return False
-        return True
+            return f"send queue stale ({age:.1f} s)"
+        return None
 
     def destroy(self) -> None:
         """Close every stream, stop the server, and release ports and threads."""
@@ -443,6 +447,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if peer.error is not None:
             return peer.error
         failure = peer.stream.last_failure if peer.stream is not None else None
+        reset = peer.reset
+        if reset is not None and (failure is None or failure[0] == grpc.StatusCode.CANCELLED):
+            return reset  # this node reset the stream (the cancel is its doing), not redialled yet
         if failure is None:
             return PeerUnreachable(node.id, "no stream established yet")
         code, reason, failed_at = failure
@@ -625,6 +632,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if self._destroyed or self._peers.get(peer.node) is not peer or link.broken:
             return
         peer.link = link
+        peer.reset = None
         self._onNodeConnected(peer.node)
 
     def _on_lost(self, peer: _Peer, link: Link) -> None:
@@ -830,15 +838,26 @@ class _Context:
 
 
 def _log_syncobj_failure(message: dict[str, Any]) -> None:
-    """Log an exception SyncObj raised on ``message`` (called from an except block)."""
-    if message.get("transmission") == "finish":
+    """Log the exception SyncObj raised on ``message`` (called from an except block)."""
+    error = sys.exc_info()[1]
+    if message.get("transmission") == "finish" and _unpickling_failed(error):
         # PySyncObj labels a big entry's last few chunks 'finish'; raftgrpc.guard relabels
         # those that cannot end a pickle, and one that ends like one by chance (1 in ~256)
-        # remains: SyncObj fails on it and completes the entry on a later chunk.
+        # remains: SyncObj fails to unpickle there and completes the entry on a later chunk.
         logger.info(
             "raftgrpc: SyncObj could not unpickle a big entry at a chunk labelled 'finish' "
             "(expected now and then: a later chunk completes it): %s",
-            sys.exc_info()[1],
+            error,
         )
         return
     logger.exception("raftgrpc: SyncObj failed on a %s message", message.get("type"))
+
+
+def _unpickling_failed(error: BaseException | None) -> bool:
+    # pysyncobj.pickle.loads retries a failed C unpickling in pure Python: the C error is
+    # then the context of what the retry raised.
+    while error is not None:
+        if isinstance(error, pickle.UnpicklingError):
+            return True
+        error = error.__context__
+    return False
