@@ -44,6 +44,7 @@ from pysyncobj.transport import TCPTransport, Transport
 from raftgrpc.address import split_host_port
 from raftgrpc.errors import ConfigError, PeerUnreachable
 from raftgrpc.guard import ChunkGuard
+from raftgrpc.hooks import drop_callbacks, guarded
 from raftgrpc.ratelimit import RateLimiter
 
 __all__ = [
@@ -296,19 +297,19 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         if node not in self._routes:
             self._routes[node] = self._new_route(node, time.monotonic())
         for transport in self._transports:
-            self._guarded(functools.partial(transport.addNode, node), "adding a node")
+            guarded(logger, functools.partial(transport.addNode, node), "adding a node")
 
     def dropNode(self, node: Any) -> None:
         """A member left (or a read-only follower is dropped)."""
         inner = self._readonly_inner.get(node)
         if inner is not None:
             index, inner_node = inner
-            self._guarded(lambda: self._transports[index].dropNode(inner_node), "dropping")
+            guarded(logger, lambda: self._transports[index].dropNode(inner_node), "dropping")
             self._readonly_gone(index, inner_node)
             return
         route = self._routes.pop(node, None)
         for transport in self._transports:
-            self._guarded(functools.partial(transport.dropNode, node), "dropping a node")
+            guarded(logger, functools.partial(transport.dropNode, node), "dropping a node")
         if route is not None and route.active is not None:
             route.active = None
             self._onNodeDisconnected(node)
@@ -338,19 +339,12 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         if self._destroyed:
             return
         for transport in self._transports:
-            self._guarded(transport.destroy, "destroying a transport")
+            guarded(logger, transport.destroy, "destroying a transport")
         self._destroyed = True
         if self._ticking:
             self._ticking = False
             self._syncobj.removeOnTickCallback(self._on_tick)
-        for setter in (
-            self.setOnMessageReceivedCallback,
-            self.setOnNodeConnectedCallback,
-            self.setOnNodeDisconnectedCallback,
-            self.setOnReadonlyNodeConnectedCallback,
-            self.setOnReadonlyNodeDisconnectedCallback,
-        ):
-            setter(None)
+        drop_callbacks(self)
         self._routes.clear()
         self._readonly_inner.clear()
         self._readonly_outer.clear()
@@ -360,7 +354,7 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         for transport in self._transports:
             begin = getattr(transport, "begin_shutdown", None)
             if callable(begin):
-                self._guarded(begin, "beginning the shutdown")
+                guarded(logger, begin, "beginning the shutdown")
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -416,7 +410,7 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
             # The peer is up: have the primary try it now, not when its backoff ends.
             redial = getattr(self.primary, "redial", None)
             if callable(redial):
-                self._guarded(functools.partial(redial, node), "redialling")
+                guarded(logger, functools.partial(redial, node), "redialling")
         self._evaluate(route, now, None)
 
     def _path_down(self, index: int, node: Any) -> None:
@@ -516,9 +510,10 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         previous, self._last_tick_at = self._last_tick_at, time.monotonic()
         if self._last_tick_at >= self._next_secondary_redial:
             self._next_secondary_redial = self._last_tick_at + self._config.secondary_redial_s
-            self._guarded(self._hurry_secondary, "redialling the secondary")
+            guarded(logger, self._hurry_secondary, "redialling the secondary")
         for route in list(self._routes.values()):
-            self._guarded(
+            guarded(
+                logger,
                 functools.partial(self._evaluate, route, self._last_tick_at, previous),
                 "choosing a path",
             )
@@ -684,11 +679,3 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         if suppressed:
             msg += f" ({suppressed} more suppressed)"
         logger.log(level, msg, *args)
-
-    @staticmethod
-    def _guarded(work: Callable[[], Any], what: str) -> None:
-        # Never raise into PySyncObj's tick thread.
-        try:
-            work()
-        except Exception:
-            logger.exception("raftgrpc: error while %s", what)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import logging
 import math
@@ -22,6 +23,7 @@ from raftgrpc.backoff import Backoff
 from raftgrpc.config import TransportConfig
 from raftgrpc.encoder import BatchEncoder
 from raftgrpc.errors import ConfigError, PeerUnreachable
+from raftgrpc.hooks import drop_callbacks, guarded
 from raftgrpc.inbox import Inbox
 from raftgrpc.link import PROTOCOL_VERSION, Link
 from raftgrpc.liveness import LivenessMonitor
@@ -377,14 +379,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         # be cancelled, queue and all.
         self._drain_outboxes(self._config.shutdown_grace_s)
         self._destroyed = True
-        for setter in (
-            self.setOnMessageReceivedCallback,
-            self.setOnNodeConnectedCallback,
-            self.setOnNodeDisconnectedCallback,
-            self.setOnReadonlyNodeConnectedCallback,
-            self.setOnReadonlyNodeDisconnectedCallback,
-        ):
-            setter(None)
+        drop_callbacks(self)
         if self._ticking:
             self._ticking = False
             self._syncobj.removeOnTickCallback(self._on_tick)
@@ -407,9 +402,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             stream.stop(timeout=max(0.0, deadline - time.monotonic()))
         self._monitor.stop()
         for service in self._services:
-            self._guarded(service.close, "closing a service")
+            guarded(logger, service.close, "closing a service")
         for close in self._middleware.on_close:
-            self._guarded(close, "closing middleware")
+            guarded(logger, close, "closing middleware")
         self._peers.clear()
         self._readonly.clear()
         self._members.clear()
@@ -425,7 +420,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             return
         self._services_closing = True
         for service in self._services:
-            self._guarded(service.on_closing, "closing a service")
+            guarded(logger, service.on_closing, "closing a service")
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -540,12 +535,12 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         previous, self._last_tick_at = self._last_tick_at, time.monotonic()
         self._inbox.drain()
         for service in self._services:
-            self._guarded(service.on_tick, "ticking a service")
+            guarded(logger, service.on_tick, "ticking a service")
         if self._deferred and any(d[0] <= previous for d in self._deferred):
             due = [d for d in self._deferred if d[0] <= previous]
             self._deferred = [d for d in self._deferred if d[0] > previous]
             for _, peer, link in due:
-                self._guarded(lambda p=peer, k=link: self._report_connected(p, k), "connecting")
+                guarded(logger, functools.partial(self._report_connected, peer, link), "connecting")
 
     def _deliver(
         self,
@@ -688,14 +683,6 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     @property
     def _pulse_interval_s(self) -> float:
         return self._config.liveness_timeout_s / 3
-
-    @staticmethod
-    def _guarded(work: Any, what: str) -> None:
-        # Never raise into PySyncObj's tick thread (or out of destroy()).
-        try:
-            work()
-        except Exception:
-            logger.exception("raftgrpc: error while %s", what)
 
     def _drain_outboxes(self, grace_s: float) -> None:
         """Give what is queued for peers up to ``grace_s`` to leave (graceful shutdown)."""

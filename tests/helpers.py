@@ -8,6 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+BEAT: dict[str, Any] = {
+    "type": "append_entries",
+    "term": 1,
+    "commit_index": 1,
+    "prevLogIdx": 1,
+    "prevLogTerm": 1,
+    "entries": [],
+}
+"""A heartbeat as PySyncObj sends it (append_entries without entries)."""
+
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll ``predicate`` until it returns a truthy value; fail with ``what`` on the deadline."""

@@ -25,19 +25,10 @@ from raftgrpc import (
     TransportConfig,
 )
 from tests.certs import make_ca, node_cert, tls_config
-from tests.helpers import free_ports, wait_until
+from tests.helpers import BEAT, free_ports, wait_until
 from tests.host import Host
 
 pytestmark = pytest.mark.timeout(60)
-
-BEAT = {
-    "type": "append_entries",
-    "term": 1,
-    "commit_index": 1,
-    "prevLogIdx": 1,
-    "prevLogTerm": 1,
-    "entries": [],
-}
 
 
 def assert_free(port: int) -> None:

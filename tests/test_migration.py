@@ -37,20 +37,12 @@ from raftgrpc import (
 )
 from raftgrpc.migration import PRIMARY, SECONDARY, fallback_unless_refused
 from raftgrpc.utility import GrpcUtility
-from tests.helpers import free_ports, wait_until
+from tests.helpers import BEAT, free_ports, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 ME, PEER = "127.0.0.1:7001", "127.0.0.1:7002"
 FAST = MigrationConfig(primary_grace_s=0.05, switch_hold_s=0.05, upgrade_after_s=0.1)
-BEAT = {
-    "type": "append_entries",
-    "term": 1,
-    "commit_index": 1,
-    "prevLogIdx": 1,
-    "prevLogTerm": 1,
-    "entries": [],
-}
 CONNECTED, DISCONNECTED = ("connected", PEER), ("disconnected", PEER)
 
 

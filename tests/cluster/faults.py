@@ -655,22 +655,6 @@ def wait_caught_up(
     )
 
 
-def change_membership(cluster: Cluster, op: str, addr: str, present: bool) -> None:
-    """add_node/remove_node through the leader until its configuration has (or lacks)
-    ``addr``; denied requests (a change or the leader's no-op still uncommitted) are retried."""
-    last: list[Any] = []
-
-    def done() -> bool:
-        leader = cluster.leader(timeout=20.0)
-        if (addr in leader.status()["partners"]) == present:
-            return True
-        reply = leader.ctl(op, timeout=15.0, node=addr, timeout_s=10.0)
-        last[:] = [reply]
-        return (addr in leader.status()["partners"]) == present
-
-    cluster.wait_until(done, 60.0, f"{op} {addr}", interval=0.1, observe=lambda: last)
-
-
 def timed(fn: Callable[[], Any]) -> float:
     t0 = time.monotonic()
     fn()

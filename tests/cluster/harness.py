@@ -398,6 +398,23 @@ class Cluster:
                 parts.append(f"queues={queues}")
         return " ".join(parts) or "(nothing more)"
 
+    def change_membership(self, op: str, addr: str, present: bool) -> None:
+        """add_node/remove_node through the current leader until the leader's configuration
+        has (present=True) or lacks (present=False) ``addr``. A denied request is retried:
+        PySyncObj denies a change while the previous one or the leader's no-op is not
+        committed yet."""
+        last: list[Any] = []
+
+        def done() -> bool:
+            leader = self.leader(timeout=20.0)
+            if (addr in leader.status()["partners"]) == present:
+                return True
+            reply = leader.ctl(op, timeout=15.0, node=addr, timeout_s=10.0)
+            last[:] = [reply]
+            return (addr in leader.status()["partners"]) == present
+
+        self.wait_until(done, 60.0, f"{op} {addr}", interval=0.1, observe=lambda: last)
+
     def wait_until(
         self,
         predicate: Callable[[], T],

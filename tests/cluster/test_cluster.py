@@ -28,23 +28,6 @@ def followers(cluster: Cluster, leader: NodeProc) -> list[NodeProc]:
     return [n for n in cluster.alive_nodes() if n is not leader]
 
 
-def change_membership(cluster: Cluster, op: str, addr: str, present: bool) -> None:
-    """add_node/remove_node through the current leader until the leader's configuration
-    has (present=True) or lacks (present=False) ``addr``. A denied request is retried: PySyncObj
-    denies a change while the previous one or the leader's no-op is not committed yet."""
-    last: list[Any] = []
-
-    def done() -> bool:
-        leader = cluster.leader(timeout=20.0)
-        if (addr in leader.status()["partners"]) == present:
-            return True
-        reply = leader.ctl(op, timeout=15.0, node=addr, timeout_s=10.0)
-        last[:] = [reply]
-        return (addr in leader.status()["partners"]) == present
-
-    cluster.wait_until(done, 60.0, f"{op} {addr}", interval=0.1, observe=lambda: last)
-
-
 @pytest.mark.timeout(90)
 def test_one_leader_and_writes_from_every_node_commit_everywhere(cluster: Cluster) -> None:
     nodes = cluster.start_cluster(3)
@@ -156,7 +139,7 @@ def test_membership_add_then_remove_node(cluster: Cluster) -> None:
     fourth = cluster.new_node("n3", dynamic=True)
     fourth.partners = [str(n.addr) for n in nodes]
     cluster.start_fresh(fourth)
-    change_membership(cluster, "add_node", str(fourth.addr), present=True)
+    cluster.change_membership("add_node", str(fourth.addr), present=True)
     members = [*nodes, fourth]
     cluster.wait_converged(members, expected, timeout=40.0)
     cluster.wait_until(
@@ -172,7 +155,7 @@ def test_membership_add_then_remove_node(cluster: Cluster) -> None:
 
     leader = cluster.leader()
     victim = next(n for n in nodes if n is not leader)
-    change_membership(cluster, "remove_node", str(victim.addr), present=False)
+    cluster.change_membership("remove_node", str(victim.addr), present=False)
     cluster.stop(victim)
     remaining = [n for n in members if n is not victim]
     cluster.wait_until(

@@ -28,9 +28,9 @@ import faults
 import pytest
 from faults import (
     BulkLoad,
+    Load,
     Scenario,
     block,
-    change_membership,
     fetch_ops,
     others,
     scenario,
@@ -372,6 +372,17 @@ def probe_isolated(s: Scenario, old: NodeProc) -> None:
     s.ledger.resolve(results, time.monotonic())
 
 
+def heal(s: Scenario, load: Load, nodes: list[NodeProc], isolated: NodeProc) -> None:
+    """End a partition of ``isolated``: its writes settle first (tagged "isolated"), then
+    every link comes back and the cluster must catch up and commit again."""
+    load.quiesce(isolated, "isolated")
+    block(nodes, [])
+    load.resume(isolated)
+    s.note("healed")
+    wait_caught_up(s.cluster, nodes, nodes)
+    load.wait_acks(acks(s, 60), what="after the heal")
+
+
 def partition_leader(s: Scenario) -> None:
     """The leader is cut off from both followers (block_peers on all three). Asserts: the
     majority elects a new leader in a higher term and commits; no write sent to the old
@@ -396,12 +407,7 @@ def partition_leader(s: Scenario) -> None:
         load.wait_acks(acks(s, 100), what="during the partition")
         probe.join(15.0)
         assert not probe.is_alive(), "the probe of the isolated leader did not return"
-        load.quiesce(old, "isolated")
-        block(nodes, [])
-        load.resume(old)
-        s.note("healed")
-        wait_caught_up(c, nodes, nodes)
-        load.wait_acks(acks(s, 60), what="after the heal")
+        heal(s, load, nodes, old)
     isolated = s.ledger.tagged("isolated")
     assert not isolated & s.ledger.ops_where("acked"), "the isolated leader acknowledged a write"
     s.finish(nodes)
@@ -417,7 +423,6 @@ def partition_follower(s: Scenario) -> None:
     acknowledged; after the heal (which may cost an election: PySyncObj has no pre-vote)
     every node converges. Writes sent through the cut-off follower may be applied after the
     heal (it queues them until it knows a leader again), at most once."""
-    c = s.cluster
     nodes = started(s)
     with s.load() as load:
         load.wait_acks(acks(s, 100))
@@ -428,12 +433,7 @@ def partition_follower(s: Scenario) -> None:
         s.fault(f"partition: follower {victim.name} cut off")
         load.tag_node(victim, "isolated")
         load.wait_acks(acks(s, 150), what="during the partition")
-        load.quiesce(victim, "isolated")
-        block(nodes, [])
-        load.resume(victim)
-        s.note("healed")
-        wait_caught_up(c, nodes, nodes)
-        load.wait_acks(acks(s, 60), what="after the heal")
+        heal(s, load, nodes, victim)
     isolated = s.ledger.tagged("isolated")
     assert not isolated & s.ledger.ops_where("acked"), "a write through the cut-off was acked"
     s.result.extra["isolated_ops"] = len(isolated)
@@ -486,14 +486,14 @@ def membership(s: Scenario) -> None:
         fourth.partners = [str(n.addr) for n in nodes]
         c.start_fresh(fourth)
         s.fault(f"add {fourth.name}")
-        change_membership(c, "add_node", str(fourth.addr), present=True)
+        c.change_membership("add_node", str(fourth.addr), present=True)
         members = [*nodes, fourth]
         wait_caught_up(c, [fourth], members)
         load.wait_acks(acks(s, 100), what="with four members")
         victim = s.rng.choice(others(followers(s, nodes), fourth))
         s.fault(f"remove {victim.name}")
         load.avoid.add(victim.name)
-        change_membership(c, "remove_node", str(victim.addr), present=False)
+        c.change_membership("remove_node", str(victim.addr), present=False)
         c.stop(victim)
         remaining = others(members, victim)
         c.wait_until(
