@@ -22,7 +22,6 @@ Shared by ``tests/test_fuzz.py`` (hypothesis) and the atheris harnesses in this 
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +32,17 @@ from google.protobuf.message import DecodeError
 from raftgrpc import codec
 from raftgrpc.codec import CodecError
 from raftgrpc.encoder import BatchEncoder
-from raftgrpc.link import (
+from raftgrpc.handshake import (
     PROTOCOL_VERSION,
+    HelloFailure,
+    ReadOnlyHello,
+    WelcomeFailure,
+    claimed_node_id,
+    judge_hello,
+    judge_welcome,
+    not_a_member,
+)
+from raftgrpc.link import (
     FrameError,
     Link,
     decoded_size,
@@ -42,8 +50,6 @@ from raftgrpc.link import (
     read_frames,
 )
 from raftgrpc.outbox import Outbox
-from raftgrpc.peer import PeerStream
-from raftgrpc.server import RaftStreamServicer, claimed_node_id
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = [
@@ -462,42 +468,6 @@ def _check_stream(
 # --------------------------------------------------------------------------- handshakes
 
 
-class _Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
-        super().__init__(code, detail)
-        self.code = code
-        self.detail = detail
-
-
-class _Context:
-    """The part of ``grpc.ServicerContext`` the server's handshake uses."""
-
-    def peer(self) -> str:
-        return "ipv4:192.0.2.1:5555"
-
-    def abort(self, code: grpc.StatusCode, detail: str) -> None:
-        raise _Aborted(code, detail)
-
-    def cancel(self) -> None:
-        pass
-
-
-class _Sink:
-    node_id = SELF_NODE_ID
-
-    def accept_member(self, node_id: str) -> str | None:
-        return node_id if node_id in MEMBERS else None
-
-
-_SERVICER = RaftStreamServicer(
-    _Sink(),  # type: ignore[arg-type]
-    None,  # type: ignore[arg-type]
-    frame_bytes=1 << 20,
-    handshake_timeout_s=1.0,
-    pulse_interval_s=1.0,
-)
-
-
 def _expected_hello(raw: bytes) -> tuple[str, Any]:
     """What the server's handshake must answer to ``raw``, per the protocol."""
     try:
@@ -520,18 +490,20 @@ def _expected_hello(raw: bytes) -> tuple[str, Any]:
 
 
 def server_handshake(raw: bytes) -> tuple[str, Any]:
-    """The server's handshake on a first request: ("accept", member or None for read-only)
-    or ("abort", status code)."""
-    logger = logging.getLogger("raftgrpc")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)  # every refusal is logged: not 10^5 times, here
-    try:
-        got: tuple[str, Any] = ("accept", _SERVICER._handshake(raw, _Context()))  # type: ignore[arg-type]
-    except _Aborted as exc:
-        _check_error_text(exc)
-        got = ("abort", exc.code)
-    finally:
-        logger.setLevel(level)
+    """The server's handshake on a first request (:func:`raftgrpc.handshake.judge_hello`,
+    then membership as the servicer checks it): ("accept", member or None for read-only) or
+    ("abort", status code)."""
+    judged = judge_hello(raw)
+    if isinstance(judged, str) and judged not in MEMBERS:
+        judged = not_a_member(judged)
+    got: tuple[str, Any]
+    if isinstance(judged, HelloFailure):
+        _check_error_text(Exception(judged.detail))
+        got = ("abort", judged.code)
+    elif isinstance(judged, ReadOnlyHello):
+        got = ("accept", None)
+    else:
+        got = ("accept", judged)
     expected = _expected_hello(raw)
     if got != expected:
         raise AssertionError(f"server handshake answered {got}, the protocol says {expected}")
@@ -539,18 +511,10 @@ def server_handshake(raw: bytes) -> tuple[str, Any]:
 
 
 def peer_handshake(raw: bytes, expected_node_id: str | None = SELF_NODE_ID) -> pb.Welcome | None:
-    """The client's handshake on the server's first response: the Welcome, or None."""
-    stream = PeerStream.__new__(PeerStream)  # only the handshake's state: no channel, no thread
-    stream.target = "fuzz-target"
-    stream._expected_node_id = expected_node_id
-    stream.last_failure = None
-    logger = logging.getLogger("raftgrpc")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        welcome = stream._handshake(raw)
-    finally:
-        logger.setLevel(level)
+    """The client's handshake on the server's first response
+    (:func:`raftgrpc.handshake.judge_welcome`): the Welcome, or None."""
+    judged = judge_welcome(raw, expected_node_id)
+    welcome = None if isinstance(judged, WelcomeFailure) else judged
     try:
         response = pb.StreamResponse.FromString(raw)
         accept = (
@@ -562,10 +526,8 @@ def peer_handshake(raw: bytes, expected_node_id: str | None = SELF_NODE_ID) -> p
         accept = False
     if (welcome is not None) != accept:
         raise AssertionError(f"client handshake {'accepted' if welcome else 'refused'} {raw!r}")
-    if welcome is None:
-        if stream.last_failure is None:
-            raise AssertionError("a refused Welcome left no last_failure")
-        _check_error_text(Exception(stream.last_failure[1]))
+    if isinstance(judged, WelcomeFailure):
+        _check_error_text(Exception(judged.reason))
     return welcome
 
 

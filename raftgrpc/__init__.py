@@ -7,21 +7,18 @@ node = MyStore("127.0.0.1:4321", ["127.0.0.1:4322", "127.0.0.1:4323"],
 
 from __future__ import annotations
 
-import os
+from raftgrpc import grpcenv
 
-# PySyncObj forks (useFork=True, the default) to write its dump file while gRPC threads run.
-# gRPC's fork handlers then run in that child and abort it ("Other threads are currently
-# calling into gRPC"); the child only pickles to a file and never touches gRPC, so the
-# handlers are not needed. Set before grpc is first imported; an explicit setting wins.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+# Before anything imports grpc: gRPC's C core reads these when it is first imported.
+grpcenv.apply()
 
-from raftgrpc.addressing import AddressMap, PortOffset
-from raftgrpc.builder import TransportBuilder
-from raftgrpc.config import TransportConfig
-from raftgrpc.errors import ConfigError, PeerUnreachable, RaftGrpcError
-from raftgrpc.middleware import Middleware
-from raftgrpc.migration import MigrationConfig, MigrationTransport
-from raftgrpc.transport import GrpcTransport
+from raftgrpc.addressing import AddressMap, PortOffset  # noqa: E402
+from raftgrpc.builder import TransportBuilder  # noqa: E402
+from raftgrpc.config import TransportConfig  # noqa: E402
+from raftgrpc.errors import ConfigError, PeerUnreachable, RaftGrpcError  # noqa: E402
+from raftgrpc.middleware import Middleware  # noqa: E402
+from raftgrpc.migration import MigrationConfig, MigrationTransport  # noqa: E402
+from raftgrpc.transport import GrpcTransport  # noqa: E402
 
 __all__ = [
     "AddressMap",

@@ -2,9 +2,9 @@
 
 ``raftgrpc.v1.Admin`` (proto/raftgrpc/v1/admin.proto) serves what PySyncObj's
 ``syncobj_admin`` sends over TCPTransport's utility protocol: ``Status``, ``AddNode``,
-``RemoveNode``, ``SetVersion`` and ``TransferLeadership``. Each call posts PySyncObj's utility
-callback to the tick thread and waits, on its gRPC worker thread (never on gRPC's dispatch
-thread, never blocking the tick thread), for PySyncObj to answer, at most ``timeout_s`` or
+``RemoveNode``, ``SetVersion`` and ``TransferLeadership``. Each call is a coroutine on the
+transport's event loop, which the tick thread runs: it calls PySyncObj's utility callback
+there and then awaits PySyncObj's answer without blocking anything, at most ``timeout_s`` or
 the call's deadline. A node serves it when its middleware lists :func:`service`
 (``TransportBuilder.with_admin()``); clients are :class:`raftgrpc.utility.GrpcUtility` and
 ``raftgrpc admin ...``.
@@ -26,9 +26,9 @@ before serving the service.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -279,24 +279,22 @@ class _Refused(RaftGrpcError):
 
 
 class _Outcome:
-    """PySyncObj's answer to one utility command; filled on the tick thread, awaited on a
-    gRPC worker thread. Only the first answer counts; late answers are dropped."""
+    """PySyncObj's answer to one utility command, settled on the tick thread (the event
+    loop's). Only the first answer counts; late answers are dropped."""
 
-    def __init__(self, syncobj: Any) -> None:
+    def __init__(self, syncobj: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._syncobj = syncobj
-        self._done = threading.Event()
-        self._lock = threading.Lock()
+        self.done: asyncio.Future[None] = loop.create_future()
         self.result: Any = None
         self.error: Any = None
         self.refused: _Refused | None = None
         self.leader = ""
 
     def _settle(self, result: Any, error: Any, refused: _Refused | None) -> None:
-        with self._lock:
-            if self._done.is_set():
-                return
-            self.result, self.error, self.refused = result, error, refused
-            self._done.set()
+        if self.done.done():
+            return
+        self.result, self.error, self.refused = result, error, refused
+        self.done.set_result(None)
 
     def answer(self, result: Any, error: Any) -> None:
         """PySyncObj's ``callback(result, error)``; runs on the tick thread, never raises."""
@@ -310,13 +308,10 @@ class _Outcome:
     def refuse(self, refused: _Refused) -> None:
         self._settle(None, None, refused)
 
-    def wait(self, timeout: float) -> bool:
-        return self._done.wait(timeout)
-
     @property
     def settled(self) -> bool:
         """Whether the call has its outcome (an answer, or a refusal such as a timeout)."""
-        return self._done.is_set()
+        return self.done.done()
 
 
 def _is_loopback(peer: str) -> bool:
@@ -346,8 +341,8 @@ class AdminService:
         self._ctx = ctx
         self._timeout_s = timeout_s
         self._loopback_only = loopback_only
-        self._slots = threading.BoundedSemaphore(max_concurrent_calls)
-        self._lock = threading.Lock()
+        self._max_calls = max_concurrent_calls
+        self._calls = 0
         self._waiting: set[_Outcome] = set()
         self._closing = False
 
@@ -384,61 +379,66 @@ class AdminService:
         pass
 
     def on_closing(self) -> None:
-        """Answer every waiting call UNAVAILABLE, so that stopping the server does not wait."""
-        with self._lock:
-            self._closing = True
-            waiting = list(self._waiting)
-        for outcome in waiting:
+        """Answer every waiting call UNAVAILABLE, so that stopping the server does not wait
+        (any thread: the answers are given on the event loop)."""
+        self._closing = True
+        self._ctx.run_on_tick(self._refuse_waiting)
+
+    def _refuse_waiting(self) -> None:
+        for outcome in list(self._waiting):
             outcome.refuse(_Refused(grpc.StatusCode.UNAVAILABLE, "the node is shutting down"))
 
     def close(self) -> None:
-        self.on_closing()
+        self._closing = True
+        self._refuse_waiting()
 
     # -- RPCs --
 
-    def _status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> Any:
-        outcome = self._run(context, "status", [])
+    async def _status(self, request: pb.StatusRequest, context: Any) -> Any:
+        outcome = await self._run(context, "status", [])
         if not isinstance(outcome.result, Mapping):
-            self._abort(context, _Refused(grpc.StatusCode.INTERNAL, "no status from PySyncObj"))
+            await self._abort(
+                context, _Refused(grpc.StatusCode.INTERNAL, "no status from PySyncObj")
+            )
         return status_response(outcome.result)
 
-    def _add(self, request: pb.AddNodeRequest, context: grpc.ServicerContext) -> Any:
-        node = self._address(context, request.node_id, "node_id")
-        self._run(context, "add", [node])
+    async def _add(self, request: pb.AddNodeRequest, context: Any) -> Any:
+        node = await self._address(context, request.node_id, "node_id")
+        await self._run(context, "add", [node])
         return pb.AddNodeResponse()
 
-    def _remove(self, request: pb.RemoveNodeRequest, context: grpc.ServicerContext) -> Any:
-        node = self._address(context, request.node_id, "node_id")
-        self._run(context, "remove", [node])
+    async def _remove(self, request: pb.RemoveNodeRequest, context: Any) -> Any:
+        node = await self._address(context, request.node_id, "node_id")
+        await self._run(context, "remove", [node])
         return pb.RemoveNodeResponse()
 
-    def _set_version(self, request: pb.SetVersionRequest, context: grpc.ServicerContext) -> Any:
+    async def _set_version(self, request: pb.SetVersionRequest, context: Any) -> Any:
         if request.version < 0:
-            self._abort(
+            await self._abort(
                 context,
                 _Refused(grpc.StatusCode.INVALID_ARGUMENT, "version must be >= 0"),
             )
-        self._run(context, "set_version", [int(request.version)])
+        await self._run(context, "set_version", [int(request.version)])
         return pb.SetVersionResponse()
 
-    def _transfer(
-        self, request: pb.TransferLeadershipRequest, context: grpc.ServicerContext
-    ) -> Any:
-        node = self._address(context, request.node_id, "node_id", allow_empty=True)
-        self._run(context, "transfer", [node])
+    async def _transfer(self, request: pb.TransferLeadershipRequest, context: Any) -> Any:
+        node = await self._address(context, request.node_id, "node_id", allow_empty=True)
+        await self._run(context, "transfer", [node])
         return pb.TransferLeadershipResponse()
 
     # -- plumbing --
 
-    def _address(
-        self, context: grpc.ServicerContext, value: str, field: str, allow_empty: bool = False
+    async def _address(
+        self, context: Any, value: str, field: str, allow_empty: bool = False
     ) -> str:
         try:
             return check_node_address(value, allow_empty=allow_empty)
         except ConfigError as exc:
-            self._abort(context, _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {exc}"))
+            await self._abort(
+                context, _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {exc}")
+            )
 
-    def _abort(self, context: grpc.ServicerContext, refused: _Refused) -> NoReturn:
+    async def _abort(self, context: Any, refused: _Refused) -> NoReturn:
         metadata = []
         if refused.reason:
             metadata.append((FAIL_REASON_KEY, refused.reason))
@@ -446,29 +446,30 @@ class AdminService:
             metadata.append((LEADER_KEY, refused.leader))
         if metadata:
             context.set_trailing_metadata(tuple(metadata))
-        context.abort(refused.code, refused.message)
+        await context.abort(refused.code, refused.message)
         raise AssertionError("unreachable")  # context.abort raises
 
-    def _run(self, context: grpc.ServicerContext, command: str, args: list[Any]) -> _Outcome:
-        """Run the utility command on the tick thread and wait for PySyncObj's answer; abort
-        the call unless it succeeded."""
+    async def _run(self, context: Any, command: str, args: list[Any]) -> _Outcome:
+        """Run the utility command and await PySyncObj's answer; abort the call unless it
+        succeeded."""
         if self._loopback_only and not _is_loopback(context.peer()):
-            self._abort(
+            await self._abort(
                 context,
                 _Refused(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "this node serves admin calls without authentication, from loopback only",
                 ),
             )
-        if not self._slots.acquire(blocking=False):
-            self._abort(
+        if self._calls >= self._max_calls:
+            await self._abort(
                 context,
                 _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many admin calls in progress"),
             )
+        self._calls += 1
         try:
-            outcome = self._wait(context, command, args)
+            outcome = await self._wait(context, command, args)
         finally:
-            self._slots.release()
+            self._calls -= 1
         refused = outcome.refused or self._failure(command, outcome)
         if refused is not None:
             if refused.code is not grpc.StatusCode.CANCELLED:
@@ -485,7 +486,7 @@ class AdminService:
                         "reason": refused.reason,
                     },
                 )
-            self._abort(context, refused)
+            await self._abort(context, refused)
         logger.info(
             "raftgrpc: admin %s %s done",
             command,
@@ -494,53 +495,20 @@ class AdminService:
         )
         return outcome
 
-    def _wait(self, context: grpc.ServicerContext, command: str, args: list[Any]) -> _Outcome:
-        outcome = _Outcome(self._ctx.syncobj)
-        with self._lock:
-            if self._closing:
-                outcome.refuse(_Refused(grpc.StatusCode.UNAVAILABLE, "the node is shutting down"))
-                return outcome
-            self._waiting.add(outcome)
+    async def _wait(self, context: Any, command: str, args: list[Any]) -> _Outcome:
+        outcome = _Outcome(self._ctx.syncobj, asyncio.get_running_loop())
+        if self._closing:
+            outcome.refuse(_Refused(grpc.StatusCode.UNAVAILABLE, "the node is shutting down"))
+            return outcome
+        self._waiting.add(outcome)
         try:
-            # The call ends early (cancelled by the client, or past its deadline): stop waiting.
-            context.add_callback(
-                lambda: outcome.refuse(_Refused(grpc.StatusCode.CANCELLED, "the call ended"))
-            )
-            utility = self._ctx.utility_callbacks
-
-            def work() -> None:  # on the tick thread; never raises
-                if outcome.settled:
-                    # The caller is gone (deadline, cancel, shutdown): it was told the
-                    # command did not run, so it must not run now.
-                    return
-                try:
-                    callback = utility().get(command)
-                    if callback is None:
-                        outcome.refuse(
-                            _Refused(
-                                grpc.StatusCode.UNIMPLEMENTED,
-                                f"this node has no {command!r} utility command",
-                            )
-                        )
-                        return
-                    callback(list(args), outcome.answer)
-                except Exception as exc:
-                    # What TCPTransport sends back as text: e.g. "dynamicMembershipChange is
-                    # disabled", "wrong version, current version is 0, requested version is 3".
-                    text = str(exc) or type(exc).__name__
-                    outcome.refuse(
-                        _Refused(
-                            grpc.StatusCode.FAILED_PRECONDITION,
-                            text[:_MAX_MESSAGE_CHARS],
-                            "EXCEPTION",
-                        )
-                    )
-
-            if not self._ctx.run_on_tick(work):
-                outcome.refuse(_Refused(grpc.StatusCode.UNAVAILABLE, "the node is shutting down"))
+            self._start(outcome, command, args)
             remaining = context.time_remaining()
             limit = self._timeout_s if remaining is None else min(self._timeout_s, remaining)
-            if not outcome.wait(max(0.0, limit) if math.isfinite(limit) else self._timeout_s):
+            wait = max(0.0, limit) if math.isfinite(limit) else self._timeout_s
+            try:
+                await asyncio.wait_for(asyncio.shield(outcome.done), wait)
+            except asyncio.TimeoutError:
                 outcome.refuse(
                     _Refused(
                         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -550,8 +518,35 @@ class AdminService:
                 )
             return outcome
         finally:
-            with self._lock:
-                self._waiting.discard(outcome)
+            # The call ended early (cancelled by the client, or past its deadline): a late
+            # answer is dropped.
+            outcome.refuse(_Refused(grpc.StatusCode.CANCELLED, "the call ended"))
+            self._waiting.discard(outcome)
+
+    def _start(self, outcome: _Outcome, command: str, args: list[Any]) -> None:
+        """Call PySyncObj's utility callback (this coroutine runs on the tick thread)."""
+        try:
+            callback = self._ctx.utility_callbacks().get(command)
+            if callback is None:
+                outcome.refuse(
+                    _Refused(
+                        grpc.StatusCode.UNIMPLEMENTED,
+                        f"this node has no {command!r} utility command",
+                    )
+                )
+                return
+            callback(list(args), outcome.answer)
+        except Exception as exc:
+            # What TCPTransport sends back as text: e.g. "dynamicMembershipChange is
+            # disabled", "wrong version, current version is 0, requested version is 3".
+            text = str(exc) or type(exc).__name__
+            outcome.refuse(
+                _Refused(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    text[:_MAX_MESSAGE_CHARS],
+                    "EXCEPTION",
+                )
+            )
 
     @staticmethod
     def _failure(command: str, outcome: _Outcome) -> _Refused | None:
@@ -581,8 +576,8 @@ def service(
     answers once committed), within the call's own deadline. ``loopback_only`` refuses
     callers that are not on a loopback address (PERMISSION_DENIED): for a node that serves
     admin calls without enforced authentication (see :func:`require_authorization`).
-    ``max_concurrent_calls`` caps the calls waiting at once (each holds one of the server's
-    worker threads); more are refused with RESOURCE_EXHAUSTED.
+    ``max_concurrent_calls`` caps the calls waiting at once; more are refused with
+    RESOURCE_EXHAUSTED.
 
     Authorization is not done here: serve it behind the JWT interceptor, whose default
     method roles give ``/raftgrpc.v1.Admin/`` to admin tokens only.

@@ -45,8 +45,9 @@ _LOCAL = grpc.LocalConnectionType.LOCAL_TCP
 @dataclass(frozen=True)
 class _Layer:
     name: str
-    server: Any | None = None  # a grpc.ServerInterceptor
-    client: Any | None = None  # a grpc client interceptor
+    server: Any | None = None  # a grpc.aio.ServerInterceptor (the node's server)
+    client: tuple[Any, ...] = ()  # grpc.aio client interceptors (the node's channels)
+    dial: Any | None = None  # a client interceptor of grpcio's sync API (for dial())
 
 
 class TransportBuilder:
@@ -95,7 +96,7 @@ class TransportBuilder:
             # A function is called per node in middleware(), which checks that what it
             # returns requires client certificates (unless bind_identity=False).
             self._layers.append(
-                _Layer("mtls-identity", server=tls_module.identity_interceptor(_raft_identity))
+                _Layer("mtls-identity", server=tls_module.aio_identity_interceptor(_raft_identity))
             )
         return self
 
@@ -129,7 +130,7 @@ class TransportBuilder:
             self._layers.append(
                 _Layer(
                     "jwt",
-                    server=auth.server_interceptor(
+                    server=auth.aio_server_interceptor(
                         verifier,
                         mode=mode,
                         identity_of=_raft_identity,
@@ -163,8 +164,9 @@ class TransportBuilder:
             self._layers.append(
                 _Layer(
                     "tracing",
-                    server=tracing.server_interceptor(tracer_provider),
-                    client=tracing.client_interceptor(tracer_provider),
+                    server=tracing.aio_server_interceptor(tracer_provider),
+                    client=tuple(tracing.aio_client_interceptors(tracer_provider)),
+                    dial=tracing.client_interceptor(tracer_provider),
                 )
             )
         self._tracing = (tracer_provider, sample_ratio)
@@ -177,8 +179,9 @@ class TransportBuilder:
         self._layers.append(
             _Layer(
                 "logging",
-                server=log.server_interceptor(logger),
-                client=log.client_interceptor(logger),
+                server=log.aio_server_interceptor(logger),
+                client=(log.aio_client_interceptor(logger),),
+                dial=log.client_interceptor(logger),
             )
         )
         return self
@@ -195,7 +198,7 @@ class TransportBuilder:
         from raftgrpc.interceptors import retry
 
         self._retry_options = list(retry.channel_options(methods, **policy))
-        self._layers.append(_Layer("retry", server=retry.server_interceptor()))
+        self._layers.append(_Layer("retry", server=retry.aio_server_interceptor()))
         return self
 
     def with_admin(
@@ -221,13 +224,31 @@ class TransportBuilder:
         return self
 
     def with_server_interceptor(self, *interceptors: Any) -> TransportBuilder:
-        """Add user server interceptors, as layers at this position of the chain."""
+        """Add user server interceptors, as layers at this position of the chain.
+
+        A node's server is a ``grpc.aio`` server (the transport's I/O runs on SyncObj's
+        tick thread, see :mod:`raftgrpc.tickloop`): pass ``grpc.aio.ServerInterceptor`` objects;
+        a ``grpc.ServerInterceptor`` of the synchronous API is refused (ConfigError).
+        """
+        for interceptor in interceptors:
+            if not isinstance(interceptor, grpc.aio.ServerInterceptor):
+                raise ConfigError(
+                    f"{type(interceptor).__name__} is not a grpc.aio.ServerInterceptor: a "
+                    "node's server runs on grpc.aio; write the interceptor for grpc.aio"
+                )
         self._layers.extend(_Layer("user", server=i) for i in interceptors)
         return self
 
     def with_client_interceptor(self, *interceptors: Any) -> TransportBuilder:
-        """Add user client interceptors, as layers at this position of the chain."""
-        self._layers.extend(_Layer("user", client=i) for i in interceptors)
+        """Add user client interceptors, as layers at this position of the chain:
+        ``grpc.aio`` client interceptors apply to the node's own channels (its Raft
+        streams), interceptors of grpcio's synchronous API to the channels :meth:`dial`
+        makes."""
+        for interceptor in interceptors:
+            if isinstance(interceptor, grpc.aio.ClientInterceptor):
+                self._layers.append(_Layer("user", client=(interceptor,)))
+            else:
+                self._layers.append(_Layer("user", dial=interceptor))
         return self
 
     def on_close(self, callback: Callable[[], None]) -> TransportBuilder:
@@ -296,7 +317,8 @@ class TransportBuilder:
         return Middleware(
             services=tuple(services),
             server_interceptors=tuple(x.server for x in self._layers if x.server is not None),
-            client_interceptors=tuple(x.client for x in self._layers if x.client is not None),
+            client_interceptors=tuple(i for x in self._layers for i in x.client),
+            dial_interceptors=tuple(x.dial for x in self._layers if x.dial is not None),
             server_credentials=server_credentials,
             channel_credentials=channel_credentials,
             channel_options=tuple(channel_options),
@@ -323,8 +345,9 @@ class TransportBuilder:
         return factory
 
     def dial(self, address: str, node_id: str = "") -> grpc.Channel:
-        """A channel to a node's address with this configuration's security, client
-        interceptors and retry policy, for unary calls (admin, health) made as ``node_id``
+        """A channel (grpcio's synchronous API) to a node's address with this
+        configuration's security, client interceptors and retry policy, for unary calls
+        (admin, health) made as ``node_id``
         (it picks the token subject and, when ``with_tls`` got a function, the certificate
         files: pass an id that function knows)."""
         return dial(grpc_target(address), self.middleware(node_id), node_id, self._retry_options)

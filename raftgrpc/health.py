@@ -22,10 +22,9 @@ token. It reports three services:
     when the majority elects a new leader.
 
 Statuses are computed on PySyncObj's tick thread at most every ``check_interval_s`` and set
-only when they change, so ``Watch`` streams see each change once. ``Watch`` runs in
-grpcio's non-blocking mode and holds no server thread (unless a server interceptor rewraps
-the handler without the ``experimental_non_blocking`` attribute; then each ``Watch`` holds one
-of the server's threads while it lasts).
+only when they change, so ``Watch`` streams see each change once. The servicer is
+grpcio-health-checking's ``grpc.aio`` one, on the transport's event loop: a ``Watch`` holds
+no thread.
 
 With ``listen_address`` the health service (and nothing else: no Raft, no reflection, no
 interceptors, plaintext) is also served on a separate port, for Kubernetes gRPC probes, which
@@ -34,11 +33,10 @@ support neither TLS nor metadata.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 import grpc
@@ -146,15 +144,15 @@ class HealthService:
         self._reflection_services = tuple(reflection_services)
         self._check_interval_s = check_interval_s
         self._has_transport = bool(ctx.node_id)
-        self.servicer = health.HealthServicer(experimental_non_blocking=True)
-        """The grpcio-health-checking servicer (``set`` more services on it if you like)."""
+        self.servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        """The grpcio-health-checking servicer (``grpc.aio``; it lives on the transport's
+        event loop: ``await`` its ``set`` there, e.g. from ``ctx.run_on_tick``)."""
         self._lock = threading.Lock()
         self._statuses: dict[str, int] = {}
         self._closing = False
         self._next_check = float("-inf")
-        self._server: grpc.Server | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._server_lock = threading.Lock()
+        self._server: grpc.aio.Server | None = None
+        self._binding = False
         self._bind_failures = 0
         self._next_bind = float("-inf")
         self.health_port: int | None = None
@@ -163,8 +161,6 @@ class HealthService:
         self._set(RAFT, _NOT_SERVING)
         if self._has_transport:
             self._set(TRANSPORT, _NOT_SERVING)
-        if listen_address is not None:
-            self._start_server()
 
     # -- NodeService --------------------------------------------------------------------
 
@@ -174,13 +170,27 @@ class HealthService:
             handlers += self._reflection_handlers()
         return handlers
 
+    async def start(self) -> None:
+        """Bind the separate health port, if any (the transport awaits this when it is made;
+        a port that cannot be bound yet is retried on ticks)."""
+        if self._listen_address is not None and self._server is None and not self._binding:
+            self._binding = True
+            await self._start_server()
+
     def on_tick(self) -> None:
         now = time.monotonic()
         if now < self._next_check or self._closing:
             return
         self._next_check = now + self._check_interval_s
-        if self._listen_address is not None and self._server is None and now >= self._next_bind:
-            self._start_server()
+        if (
+            self._listen_address is not None
+            and self._server is None
+            and not self._binding
+            and now >= self._next_bind
+        ):
+            # On the tick thread: the server starts on the event loop in this tick's run.
+            self._binding = True
+            self._ctx.loop.create_task(self._start_server())
         if self._has_transport:
             ready = bool(getattr(self._ctx, "ready", True))
             self._set(TRANSPORT, _SERVING if ready else _NOT_SERVING)
@@ -196,23 +206,23 @@ class HealthService:
                 return
             self._closing = True
             # Every status to NOT_SERVING (pushed to Watch streams), and no later set() counts.
-            self.servicer.enter_graceful_shutdown()
+            self._publish(self.servicer.enter_graceful_shutdown)
             self._statuses = dict.fromkeys(self._statuses, _NOT_SERVING)
         logger.info(
             "raftgrpc: health NOT_SERVING: shutting down",
             extra={"event": "health.closing", "node": self._ctx.node_id},
         )
 
-    def close(self) -> None:
+    def close(self) -> Awaitable[None]:
+        """Stop the separate health server (the transport awaits this on its event loop)."""
         self.on_closing()
-        with self._server_lock:
-            server, self._server = self._server, None
-            executor, self._executor = self._executor, None
+        return self._stop_server()
+
+    async def _stop_server(self) -> None:
+        server, self._server = self._server, None
         if server is not None:
             # A short grace: Watch streams have been sent NOT_SERVING; let it leave.
-            server.stop(0.1).wait()
-        if executor is not None:
-            executor.shutdown(wait=True)
+            await server.stop(0.1)
 
     # -- introspection ------------------------------------------------------------------
 
@@ -229,7 +239,7 @@ class HealthService:
             if self._closing or self._statuses.get(name) == status:
                 return
             self._statuses[name] = status
-            self.servicer.set(name, cast(Any, status))
+            self._publish(self.servicer.set, name, cast(Any, status))
         logger.info(
             "raftgrpc: health %r %s%s",
             name,
@@ -243,12 +253,21 @@ class HealthService:
             },
         )
 
+    def _publish(self, update: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Run the servicer's coroutine ``update(*args)`` on the event loop, in order."""
+
+        def spawn() -> None:
+            self._ctx.loop.create_task(update(*args))
+
+        self._ctx.run_on_tick(spawn)
+
     def _health_handlers(self) -> list[grpc.GenericRpcHandler[Any, Any]]:
         collector = _Collector()
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, cast(Any, collector))
         return collector.handlers
 
     def _reflection_handlers(self) -> list[grpc.GenericRpcHandler[Any, Any]]:
+        from grpc_reflection.v1alpha import _async as reflection_aio
         from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
         import raftgrpc.v1.transport_pb2  # noqa: F401  # its descriptors, for reflection
@@ -258,22 +277,20 @@ class HealthService:
             names.insert(0, TRANSPORT)
         collector = _Collector()
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            reflection.ReflectionServicer(names), cast(Any, collector)
+            reflection_aio.ReflectionServicer(names), cast(Any, collector)
         )
         return collector.handlers
 
-    def _start_server(self) -> None:
+    async def _start_server(self) -> None:
         assert self._listen_address is not None
         self._next_bind = time.monotonic() + _BIND_RETRY_S
         target = grpc_target(self._listen_address)
         try:
-            serving = start_server(
+            serving = await start_server(
                 target,
                 handlers=self._health_handlers(),
                 options=[("grpc.so_reuseport", 0)],
-                max_workers=4,
                 max_concurrent_rpcs=64,
-                thread_name_prefix="raftgrpc-health",
             )
         except Exception as exc:
             # Retried about every second: an ERROR line the first time, then DEBUG.
@@ -290,13 +307,12 @@ class HealthService:
                 },
             )
             return
-        with self._server_lock:
-            if self._closing:
-                serving.server.stop(None).wait()
-                serving.executor.shutdown(wait=True)
-                return
-            self._server = serving.server
-            self._executor = serving.executor
+        finally:
+            self._binding = False
+        if self._closing:
+            await serving.server.stop(None)
+            return
+        self._server = serving.server
         self.health_port = serving.port
         logger.info(
             "raftgrpc: health served on %s",

@@ -13,12 +13,14 @@ from typing import Any
 __all__ = ["drop_callbacks", "guarded"]
 
 
-def guarded(log: logging.Logger, work: Callable[[], Any], what: str) -> None:
-    """Run ``work``; log on ``log`` (with ``what`` it was doing) rather than raise."""
+def guarded(log: logging.Logger, work: Callable[[], Any], what: str) -> Any:
+    """Run ``work`` and return what it returns; log on ``log`` (with ``what`` it was doing)
+    rather than raise (then None)."""
     try:
-        work()
+        return work()
     except Exception:
         log.exception("raftgrpc: error while %s", what)
+        return None
 
 
 def drop_callbacks(transport: Any) -> None:

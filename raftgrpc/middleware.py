@@ -16,7 +16,7 @@ import grpc
 
 from raftgrpc.services import ServiceFactory
 
-__all__ = ["FrameObserver", "Middleware", "NodeCallCredentials", "dial"]
+__all__ = ["FrameObserver", "Middleware", "NodeCallCredentials", "dial", "dial_aio"]
 
 
 class FrameObserver(Protocol):
@@ -50,11 +50,17 @@ class Middleware:
     first and its result last).
     """
 
-    server_interceptors: Sequence[grpc.ServerInterceptor[Any, Any]] = ()
-    """Applied to every RPC the node serves."""
+    server_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = ()
+    """Applied to every RPC the node serves. The node's server is a ``grpc.aio`` server, so
+    these are ``grpc.aio.ServerInterceptor`` objects (raftgrpc's own layers have both flavors:
+    e.g. ``log.aio_server_interceptor()``)."""
 
     client_interceptors: Sequence[Any] = ()
-    """Applied to every channel the node dials (any grpc client interceptor kind)."""
+    """Applied to every channel the node dials: ``grpc.aio`` client interceptors."""
+
+    dial_interceptors: Sequence[Any] = ()
+    """Client interceptors of grpcio's synchronous API, for the channels :func:`dial` makes
+    (``TransportBuilder.dial``: admin and health clients)."""
 
     server_credentials: grpc.ServerCredentials | None = None
     """TLS (or local) credentials for the server port; None serves plaintext."""
@@ -78,6 +84,15 @@ class Middleware:
     """Called by ``destroy()`` (e.g. to stop a credential reloader)."""
 
     def __post_init__(self) -> None:
+        for interceptor in self.server_interceptors:
+            if not isinstance(interceptor, grpc.aio.ServerInterceptor):
+                from raftgrpc.errors import ConfigError
+
+                raise ConfigError(
+                    f"{type(interceptor).__name__} is not a grpc.aio.ServerInterceptor: a "
+                    "node's server runs on grpc.aio (see raftgrpc.tickloop); raftgrpc's "
+                    "layers have a grpc.aio flavor (aio_server_interceptor)"
+                )
         if self.call_credentials is not None and self.channel_credentials is None:
             # gRPC itself refuses call credentials on insecure channels; fail at build time.
             from raftgrpc.errors import ConfigError
@@ -91,8 +106,9 @@ class Middleware:
 def dial(
     target: str, middleware: Middleware, node_id: str, options: Sequence[tuple[str, Any]] = ()
 ) -> grpc.Channel:
-    """A channel to ``target`` with ``middleware``'s credentials (tokens made for ``node_id``),
-    channel options and client interceptors, plus ``options``."""
+    """A channel (grpcio's synchronous API) to ``target`` with ``middleware``'s credentials
+    (tokens made for ``node_id``), channel options and ``dial_interceptors``, plus
+    ``options``."""
     all_options = [*options, *middleware.channel_options]
     credentials = middleware.channel_credentials
     if credentials is None:
@@ -103,6 +119,25 @@ def dial(
                 credentials, middleware.call_credentials(node_id)
             )
         channel = grpc.secure_channel(target, credentials, options=all_options)
-    if middleware.client_interceptors:
-        channel = grpc.intercept_channel(channel, *middleware.client_interceptors)
+    if middleware.dial_interceptors:
+        channel = grpc.intercept_channel(channel, *middleware.dial_interceptors)
     return channel
+
+
+def dial_aio(
+    target: str, middleware: Middleware, node_id: str, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
+    """:func:`dial` for the transport's own channels: a ``grpc.aio`` channel on the running
+    event loop, with ``middleware``'s ``grpc.aio`` client interceptors."""
+    all_options = [*options, *middleware.channel_options]
+    interceptors = list(middleware.client_interceptors) or None
+    credentials = middleware.channel_credentials
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=all_options, interceptors=interceptors)
+    if middleware.call_credentials is not None:
+        credentials = grpc.composite_channel_credentials(
+            credentials, middleware.call_credentials(node_id)
+        )
+    return grpc.aio.secure_channel(
+        target, credentials, options=all_options, interceptors=interceptors
+    )

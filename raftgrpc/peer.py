@@ -1,19 +1,19 @@
-"""The client side: one thread per peer that dials, holds and redials its stream."""
+"""The client side: one coroutine per peer that dials, holds and redials its stream."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from raftgrpc import codec
 from raftgrpc.backoff import Backoff
-from raftgrpc.link import PROTOCOL_VERSION, PULSE_REQUEST, FrameError, Link, read_frames
+from raftgrpc.handshake import WelcomeFailure, judge_welcome
+from raftgrpc.link import PULSE_REQUEST, FrameError, FrameReader, Link
 from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.outbox import Outbox
 from raftgrpc.server import STREAM_METHOD
@@ -23,9 +23,11 @@ __all__ = ["PeerEvents", "PeerStream"]
 
 logger = logging.getLogger("raftgrpc.peer")
 
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # what read() returns at a stream's end
+
 
 class PeerEvents:
-    """What a :class:`PeerStream` reports to its transport, from its own thread."""
+    """What a :class:`PeerStream` reports to its transport (on the event loop's thread)."""
 
     def __init__(
         self,
@@ -48,14 +50,17 @@ class PeerStream:
     ``events.lost`` before the next dial starts. The transport reports the next stream to
     PySyncObj no sooner than two append-entries periods after the loss, so SyncObj sees the
     disconnect and restarts any chunked transfer.
+
+    Everything runs on the transport's event loop: :meth:`start`, :meth:`stop` and
+    :meth:`redial_now` are called on its thread (the tick thread).
     """
 
     def __init__(
         self,
         peer: Any,
         target: str,
-        channel: grpc.Channel,
-        hello: pb.Hello,
+        new_channel: Callable[[], grpc.aio.Channel],
+        hello: bytes,
         expected_node_id: str | None,
         new_outbox: Callable[[], Outbox],
         events: PeerEvents,
@@ -63,135 +68,128 @@ class PeerStream:
         monitor: LivenessMonitor,
         frame_bytes: int,
         handshake_timeout_s: float,
-        pulse_interval_s: float,
         traced: bool = False,
-        new_channel: Callable[[], grpc.Channel] | None = None,
         inbound_budget: int = 32 * 1024 * 1024,
     ) -> None:
-        self._inbound_budget = inbound_budget
         self.peer = peer
-        self._traced = traced
         self.target = target
-        self._channel = channel
-        self._call_stream = self._stream_method(channel)
-        # redial_now() replaces the channel (its connection backoff with it) when it can.
         self._new_channel = new_channel
+        self._channel: grpc.aio.Channel | None = None
         self._renew = False
-        self._channel_lock = threading.Lock()
-        self._hello = pb.StreamRequest(hello=hello).SerializeToString()
+        self._hello = hello
         self._expected_node_id = expected_node_id
         self._new_outbox = new_outbox
         self._events = events
         self._backoff = backoff
+        self._monitor = monitor
         self._frame_bytes = frame_bytes
         self._handshake_timeout_s = handshake_timeout_s
-        self._monitor = monitor
-        self._pulse_interval_s = pulse_interval_s
-        self._stop = threading.Event()
-        self._wake = threading.Event()  # set by stop() and redial_now()
+        self._traced = traced
+        self._inbound_budget = inbound_budget
+        self._stopped = False
+        self._waker: asyncio.Future[None] | None = None
         self._current: Link | None = None
+        self._task: asyncio.Task[None] | None = None
         self.last_failure: tuple[grpc.StatusCode | None, str, float] | None = None
         """Why the last attempt ended without a stream (status code or None, reason,
         monotonic time); None while a stream is established or before an attempt ended."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"raftgrpc-peer-{target}", daemon=True
-        )
 
-    def start(self) -> None:
-        """Start dialling in the background."""
-        self._thread.start()
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start dialling (the first attempt runs when the loop next runs)."""
+        self._task = loop.create_task(self._run(), name=f"raftgrpc-peer-{self.target}")
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop dialling, end the current stream, close the channel, and join the thread."""
-        with self._channel_lock:
-            self._stop.set()
-        self._wake.set()
+    def stop(self) -> None:
+        """Stop dialling and end the current stream; the channel closes as the task ends."""
+        self._stopped = True
         link = self._current
         if link is not None:
             link.cancel()
-        self._channel.close()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        self._wake()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the dialling task ended (after :meth:`stop`)."""
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
+    @property
+    def alive(self) -> bool:
+        """Whether the dialling task still runs."""
+        return self._task is not None and not self._task.done()
 
     def redial_now(self) -> None:
-        """Cut the current backoff short: the peer is known to be back (any thread).
+        """Cut the current backoff short: the peer is known to be back.
 
         The next attempt also gets a fresh channel: a channel whose connection attempts
         failed keeps its own reconnect backoff (up to reconnect_max_s), and would fail the
         attempt at once without trying the peer."""
         self._backoff.reset()
         self._renew = True
-        self._wake.set()
+        self._wake()
 
-    @staticmethod
-    def _stream_method(channel: grpc.Channel) -> Any:
-        # Frames travel as raw bytes: they are built and parsed by raftgrpc.codec.
-        return channel.stream_stream(
-            STREAM_METHOD, request_serializer=None, response_deserializer=None
-        )
+    def _wake(self) -> None:
+        waker, self._waker = self._waker, None
+        if waker is not None and not waker.done():
+            waker.set_result(None)
 
-    def _renew_channel(self) -> None:
-        self._renew = False
-        if self._new_channel is None or self._current is not None:
-            return
-        fresh = self._new_channel()
-        with self._channel_lock:
-            if self._stop.is_set():
-                fresh.close()
-                return
-            stale, self._channel = self._channel, fresh
-            self._call_stream = self._stream_method(fresh)
-        stale.close()
-
-    @property
-    def alive(self) -> bool:
-        """Whether the dialling thread still runs."""
-        return self._thread.is_alive()
-
-    def _requests(self, outbox: Outbox) -> Iterator[bytes]:
-        yield self._hello
-        while True:
-            items = outbox.take(self._frame_bytes, self._pulse_interval_s)
-            if items:
-                yield codec.request_frame_bytes(items)
-            elif outbox.closed:
-                return
-            else:
-                yield PULSE_REQUEST
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._renew:
-                    self._renew_channel()
-                self._attempt()
-            except Exception:
-                # A bug here must not end the dialling for good: log it and redial.
-                logger.exception("raftgrpc: unexpected error on the stream to %s", self.target)
-            self._wake.wait(self._backoff.next_delay())
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-
-    def _attempt(self) -> None:
-        link = Link(self.peer, self._new_outbox())
+    async def _sleep(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        waker = self._waker = loop.create_future()
+        timer = loop.call_later(delay, _settle, waker)
         try:
-            call: Any = self._call_stream(self._requests(link.outbox))
-        except ValueError:  # the channel was closed by stop()
-            link.break_()
-            return
+            await waker
+        finally:
+            timer.cancel()
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopped:
+                if self._channel is None or (self._renew and self._current is None):
+                    await self._replace_channel()
+                try:
+                    await self._attempt()
+                except asyncio.CancelledError:
+                    if self._stopped:
+                        raise
+                    # grpc.aio raises CancelledError from a call this node cancelled.
+                except Exception:
+                    # A bug here must not end the dialling for good: log it and redial.
+                    logger.exception("raftgrpc: unexpected error on the stream to %s", self.target)
+                if self._stopped:
+                    break
+                await self._sleep(self._backoff.next_delay())
+        finally:
+            channel, self._channel = self._channel, None
+            if channel is not None:
+                await channel.close(None)
+
+    async def _replace_channel(self) -> None:
+        self._renew = False
+        stale, self._channel = self._channel, self._new_channel()
+        if stale is not None:
+            await stale.close(None)
+
+    async def _attempt(self) -> None:
+        assert self._channel is not None
+        link = Link(self.peer, self._new_outbox())
+        # No request iterator: frames are written with call.write() as they are queued.
+        call: Any = self._channel.stream_stream(
+            STREAM_METHOD, request_serializer=None, response_deserializer=None
+        )(None)
         link.set_canceller(call.cancel)
         self._current = link
-        if self._stop.is_set():  # stop() may have run before _current was set
-            link.cancel()
-        watchdog = threading.Timer(self._handshake_timeout_s, call.cancel)
-        watchdog.daemon = True
-        watchdog.start()
         established = False
+        reader: asyncio.Task[int] | None = None
         try:
-            welcome = self._handshake(next(call))
-            watchdog.cancel()
-            if welcome is None:
+            await call.write(self._hello)
+            raw = await asyncio.wait_for(call.read(), self._handshake_timeout_s)
+            if raw is _EOF:
+                self._failed(None, "the stream ended during the handshake")
+                logger.debug("raftgrpc: stream to %s ended during the handshake", self.target)
+                await _raise_status(call)
+                return
+            welcome = judge_welcome(raw, self._expected_node_id)
+            if isinstance(welcome, WelcomeFailure):
+                self._log_handshake_failure(welcome.reason, welcome.level)
                 return
             established = True
             self.last_failure = None
@@ -203,16 +201,11 @@ class PeerStream:
             )
             self._monitor.watch(link)
             self._events.established(link)
-            dropped = read_frames(
-                link,
-                call,
-                pb.StreamResponse.FromString,
-                lambda messages, nbytes, carriers: self._events.deliver(
-                    link, messages, nbytes, carriers
-                ),
-                traced=self._traced,
-                inbound_budget=self._inbound_budget,
-            )
+            reader = asyncio.get_running_loop().create_task(self._read(call, link))
+            reader.add_done_callback(lambda _task: link.cancel())
+            await self._write(call, link)
+            await asyncio.wait({reader})
+            dropped = reader.result()
             if dropped:
                 logger.info(
                     "raftgrpc: dropped %d orphaned chunks from %s",
@@ -224,10 +217,9 @@ class PeerStream:
                         "count": dropped,
                     },
                 )
-        except StopIteration:
-            self._failed(None, "the stream ended during the handshake")
-            logger.debug("raftgrpc: stream to %s ended during the handshake", self.target)
-        except grpc.RpcError as exc:
+        except asyncio.TimeoutError:
+            self._log_handshake_failure("no Welcome in time")
+        except grpc.aio.AioRpcError as exc:
             self._log_failure(exc, established)
         except FrameError as exc:
             self._failed(None, f"bad frame: {exc}")
@@ -238,7 +230,8 @@ class PeerStream:
                 extra={"event": "stream.bad_frame", "peer": self.target, "reason": str(exc)},
             )
         finally:
-            watchdog.cancel()
+            if reader is not None and not reader.done():
+                reader.cancel()
             self._monitor.unwatch(link)
             link.cancel()
             self._current = None
@@ -250,30 +243,45 @@ class PeerStream:
                 )
                 self._events.lost(link)
 
-    def _handshake(self, raw: bytes) -> pb.Welcome | None:
+    async def _write(self, call: Any, link: Link) -> None:
+        """Send what is queued for the peer, a Pulse when the monitor finds the stream
+        quiet; return once the link breaks or the call ends."""
+        outbox, frame_bytes, monitor = link.outbox, self._frame_bytes, self._monitor
+        loop = asyncio.get_running_loop()
         try:
-            response = pb.StreamResponse.FromString(raw)
-        except DecodeError:
-            self._log_handshake_failure("malformed Welcome")
-            return None
-        if response.WhichOneof("kind") != "welcome":
-            self._log_handshake_failure("answered Hello with something else")
-            return None
-        welcome: pb.Welcome = response.welcome
-        if welcome.protocol_version != PROTOCOL_VERSION:
-            self._log_handshake_failure(
-                f"speaks protocol version {welcome.protocol_version}, this node {PROTOCOL_VERSION}",
-                logging.ERROR,
-            )
-            return None
-        if self._expected_node_id is not None and welcome.node_id != self._expected_node_id:
-            self._log_handshake_failure(
-                f"says it is node {welcome.node_id[:200]!r}, expected "
-                f"{self._expected_node_id!r}; check the cluster's addresses",
-                logging.ERROR,
-            )
-            return None
-        return welcome
+            while True:
+                items = outbox.take(frame_bytes, 0)
+                if items:
+                    await call.write(codec.request_frame_bytes(items))
+                    monitor.sent(link)
+                elif link.broken:
+                    return
+                elif link.pulse_due:
+                    link.pulse_due = False
+                    await call.write(PULSE_REQUEST)
+                    monitor.sent(link)
+                else:
+                    await link.wait_for_work(loop)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, asyncio.CancelledError):
+            # The call ended (the reader learns how) or this node cancelled it.
+            if self._stopped:
+                raise
+            return
+
+    async def _read(self, call: Any, link: Link) -> int:
+        """Deliver what the peer sends on the response side (frames to a read-only node,
+        Pulses); returns the orphaned chunks dropped. Raises the call's error."""
+        reader = FrameReader(pb.StreamResponse.FromString, self._traced, self._inbound_budget)
+        deliver = self._events.deliver
+        while True:
+            raw = await call.read()
+            if raw is _EOF:
+                await _raise_status(call)
+                return reader.dropped
+            link.last_seen = time.monotonic()
+            batch = reader.feed(raw)
+            if batch is not None and not deliver(link, *batch):
+                return reader.dropped
 
     def _failed(self, code: grpc.StatusCode | None, reason: str) -> None:
         self.last_failure = (code, reason, time.monotonic())
@@ -288,11 +296,11 @@ class PeerStream:
             extra={"event": "stream.handshake_failed", "peer": self.target, "reason": reason},
         )
 
-    def _log_failure(self, exc: grpc.RpcError, established: bool) -> None:
-        code = exc.code() if isinstance(exc, grpc.Call) else None
-        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    def _log_failure(self, exc: grpc.aio.AioRpcError, established: bool) -> None:
+        code = exc.code()
+        detail = exc.details()
         self._failed(code, str(detail))
-        if self._stop.is_set() or code == grpc.StatusCode.CANCELLED:
+        if self._stopped or code == grpc.StatusCode.CANCELLED:
             return
         if established or code not in (grpc.StatusCode.UNAVAILABLE,):
             level = logging.WARNING if code != grpc.StatusCode.UNAVAILABLE else logging.INFO
@@ -311,4 +319,22 @@ class PeerStream:
                 "code": code.name if code is not None else None,
                 "details": detail,
             },
+        )
+
+
+def _settle(waker: asyncio.Future[None]) -> None:
+    if not waker.done():
+        waker.set_result(None)
+
+
+async def _raise_status(call: Any) -> None:
+    """Raise the status of an ended call as AioRpcError unless it is OK."""
+    code = await call.code()
+    if code != grpc.StatusCode.OK:
+        raise grpc.aio.AioRpcError(
+            code,
+            await call.initial_metadata(),
+            await call.trailing_metadata(),
+            await call.details(),
+            None,
         )

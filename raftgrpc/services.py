@@ -5,11 +5,17 @@ a :class:`NodeContext`; the :class:`NodeService` it returns contributes handlers
 node's server, is ticked on PySyncObj's tick thread, and is closed when the transport is
 destroyed. The transport never raises into the tick thread because of a service: errors in
 ``on_tick`` are logged.
+
+The node's server is a ``grpc.aio`` server on the transport's event loop (:attr:`NodeContext.loop`),
+which the tick thread runs: a coroutine handler runs on the tick thread and may call SyncObj
+directly; a handler of grpcio's synchronous API runs in a small thread pool and must hand
+work to the tick thread with :meth:`NodeContext.run_on_tick`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -25,6 +31,11 @@ class NodeContext(Protocol):
 
     syncobj: Any
     """The SyncObj; call its methods only on the tick thread (see :meth:`run_on_tick`)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The transport's event loop (run by the tick thread); create tasks on it only from
+        the tick thread or the loop itself."""
 
     @property
     def ready(self) -> bool:
@@ -48,13 +59,17 @@ class NodeService(Protocol):
         """The handlers to add to the node's server."""
 
     def on_tick(self) -> None:
-        """Called on every tick of PySyncObj (on the tick thread); must be cheap."""
+        """Called on every tick of PySyncObj (on the tick thread); must be cheap.
+
+        A service may also have ``async def start(self)``: the transport awaits it on its
+        event loop when it is made, before SyncObj ticks (e.g. to bind a port)."""
 
     def on_closing(self) -> None:
         """Called first thing in ``destroy()``: e.g. report NOT_SERVING."""
 
-    def close(self) -> None:
-        """Called once the server has stopped; release threads and ports."""
+    def close(self) -> Awaitable[None] | None:
+        """Called once the server has stopped; release threads and ports. May return an
+        awaitable, which the transport awaits on its event loop (e.g. to stop a server)."""
 
 
 ServiceFactory = Callable[[NodeContext], NodeService]

@@ -1,4 +1,4 @@
-"""Starting a gRPC server on its own thread pool, or leaving nothing behind."""
+"""Starting a ``grpc.aio`` server on the transport's event loop, or leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -12,37 +12,32 @@ __all__ = ["Serving", "start_server"]
 
 
 class Serving:
-    """A started server, its thread pool and the port it listens on."""
+    """A started server and the port it listens on."""
 
-    def __init__(
-        self, server: grpc.Server, executor: concurrent.futures.ThreadPoolExecutor, port: int
-    ) -> None:
+    def __init__(self, server: grpc.aio.Server, port: int) -> None:
         self.server = server
-        self.executor = executor
         self.port = port
 
 
-def start_server(
+async def start_server(
     target: str,
     *,
     handlers: Sequence[Any],
-    max_workers: int,
     max_concurrent_rpcs: int,
-    thread_name_prefix: str,
     options: Sequence[tuple[str, Any]] = (),
     interceptors: Sequence[Any] = (),
     credentials: grpc.ServerCredentials | None = None,
+    executor: concurrent.futures.ThreadPoolExecutor | None = None,
 ) -> Serving:
-    """Bind ``target`` (TLS when ``credentials``) and start serving ``handlers``.
+    """Bind ``target`` (TLS when ``credentials``) and start serving ``handlers`` on the
+    running event loop. ``executor`` runs handlers written for grpcio's synchronous API
+    (``grpc.aio``'s migration thread pool); raftgrpc's own handlers are coroutines.
 
-    Raises OSError (or gRPC's error) if the port cannot be bound; the server and its threads
-    are then stopped, so a failed attempt can simply be retried.
+    Raises OSError (or gRPC's error) if the port cannot be bound; the server is then
+    stopped, so a failed attempt can simply be retried.
     """
-    executor = concurrent.futures.ThreadPoolExecutor(
-        max_workers=max_workers, thread_name_prefix=thread_name_prefix
-    )
-    server = grpc.server(
-        executor,
+    server = grpc.aio.server(
+        migration_thread_pool=executor,
         handlers=list(handlers),
         interceptors=list(interceptors),
         options=list(options),
@@ -55,9 +50,8 @@ def start_server(
             port = server.add_secure_port(target, credentials)
         if not port:
             raise OSError(f"cannot listen on {target}")
-        server.start()
+        await server.start()
     except BaseException:
-        server.stop(None)
-        executor.shutdown(wait=False)
+        await server.stop(None)
         raise
-    return Serving(server, executor, port)
+    return Serving(server, port)

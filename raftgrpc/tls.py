@@ -39,10 +39,10 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn, cast
+from typing import Any, NamedTuple, cast
 
 import grpc
 from cryptography import x509
@@ -51,11 +51,19 @@ from cryptography.hazmat.primitives import serialization
 
 from raftgrpc.address import split_host_port
 from raftgrpc.errors import ConfigError
-from raftgrpc.interceptors._handlers import wrap_handler
+from raftgrpc.interceptors._handlers import (
+    AioLayer,
+    Behavior,
+    as_async_stream,
+    behavior_of,
+    rewrap,
+    wrap_handler,
+)
 
 __all__ = [
     "NODE_URI_SCHEME",
     "TlsConfig",
+    "aio_identity_interceptor",
     "canonical_node_id",
     "channel_credentials",
     "channel_options",
@@ -371,14 +379,13 @@ class _Denied(NamedTuple):
     code: grpc.StatusCode
     detail: str  # the status detail the client sees
     reason: str  # for the log only
+    method: str
 
 
-def _deny(
-    context: grpc.ServicerContext, claimed: str | None, denied: _Denied, method: str
-) -> NoReturn:
+def _log_denied(context: Any, claimed: str | None, denied: _Denied) -> None:
     logger.warning(
         "raftgrpc: refused %s from %s (claimed %r): %s",
-        method,
+        denied.method,
         context.peer(),
         claimed,
         denied.reason,
@@ -389,7 +396,18 @@ def _deny(
             "reason": denied.reason,
         },
     )
-    context.abort(denied.code, denied.detail)
+
+
+def _deny(context: grpc.ServicerContext, denied: _Denied | None) -> None:
+    """End a call of grpcio's synchronous API if ``denied``."""
+    if denied is not None:
+        context.abort(denied.code, denied.detail)
+
+
+async def _deny_async(context: Any, denied: _Denied | None) -> None:
+    """End a ``grpc.aio`` call if ``denied``."""
+    if denied is not None:
+        await context.abort(denied.code, denied.detail)
 
 
 class _IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -410,80 +428,109 @@ class _IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
+        return None if handler is None else self.rewrap(handler, handler_call_details)
+
+    def rewrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        method = details.method
         make = self._streaming_behavior if handler.request_streaming else self._unary_behavior
         # A non-blocking handler (health Watch) is left as it is: nothing to bind there, and
         # the TLS handshake itself already required the client's certificate.
         return wrap_handler(handler, lambda inner: make(inner, method), keep_non_blocking=True)
 
-    def _identities(self, context: grpc.ServicerContext, method: str) -> list[str]:
+    def rewrap_async(
+        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """:meth:`rewrap` for a coroutine handler (a ``grpc.aio`` server)."""
+        method, inner = details.method, behavior_of(handler)
+        request_streaming = handler.request_streaming
+
+        async def admitted(request: Any, context: Any) -> Any:
+            identities, denied = self._identities(context, method)
+            await _deny_async(context, denied)
+            if not request_streaming:
+                await _deny_async(context, self._check(request, identities, context, method))
+                return request
+            return _AsyncGated(self, request, identities, context, method)
+
+        wrapped: Behavior
+        if handler.response_streaming:
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                checked = await admitted(request, context)
+                async for response in as_async_stream(inner, checked, context):
+                    yield response
+
+            wrapped = stream
+        else:
+
+            async def unary(request: Any, context: Any) -> Any:
+                return await inner(await admitted(request, context), context)
+
+            wrapped = unary
+        return rewrap(handler, wrapped)
+
+    def _identities(self, context: Any, method: str) -> tuple[list[str], _Denied | None]:
         identities = peer_identities(context)
-        if not identities:
-            _deny(
-                context,
-                None,
-                _Denied(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "a client certificate is required",
-                    "no verified client certificate",
-                ),
-                method,
-            )
-        return identities
+        if identities:
+            return identities, None
+        denied = _Denied(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "a client certificate is required",
+            "no verified client certificate",
+            method,
+        )
+        _log_denied(context, None, denied)
+        return identities, denied
 
     def _check(
-        self, request: Any, identities: list[str], context: grpc.ServicerContext, method: str
-    ) -> None:
-        """Return if the first request's claim is allowed; abort the call otherwise."""
+        self, request: Any, identities: list[str], context: Any, method: str
+    ) -> _Denied | None:
+        """None if the first request's claim is allowed; why the call is refused otherwise."""
         try:
             claimed = self._identity_of(request)
         except Exception as exc:
-            _deny(
-                context,
-                None,
-                _Denied(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "cannot read the claimed node id",
-                    f"identity_of raised {type(exc).__name__}",
-                ),
+            denied = _Denied(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "cannot read the claimed node id",
+                f"identity_of raised {type(exc).__name__}",
                 method,
             )
+            _log_denied(context, None, denied)
+            return denied
         if claimed is None:
             if self._allow_unclaimed:
-                return
-            _deny(
-                context,
-                None,
-                _Denied(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "the first message claims no node id",
-                    "no node claimed",
-                ),
+                return None
+            denied = _Denied(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the first message claims no node id",
+                "no node claimed",
                 method,
             )
+            _log_denied(context, None, denied)
+            return denied
         shown = claimed[:_CLAIM_LOG_CHARS]
         try:
             ok = self._match(claimed, identities)
         except Exception:
             logger.exception("raftgrpc: TLS identity match function failed")
             ok = False
-        if not ok:
-            _deny(
-                context,
-                shown,
-                _Denied(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "client certificate does not match the claimed node",
-                    f"certificate identities {identities} do not allow the claimed node id",
-                ),
-                method,
-            )
+        if ok:
+            return None
+        denied = _Denied(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "client certificate does not match the claimed node",
+            f"certificate identities {identities} do not allow the claimed node id",
+            method,
+        )
+        _log_denied(context, shown, denied)
+        return denied
 
     def _streaming_behavior(self, inner: Any, method: str) -> Callable[..., Any]:
         def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            identities = self._identities(context, method)
+            identities, denied = self._identities(context, method)
+            _deny(context, denied)
             return inner(self._gated(requests, identities, context, method), context)
 
         return behavior
@@ -501,17 +548,50 @@ class _IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             break
         else:
             return
-        self._check(first, identities, context, method)
+        _deny(context, self._check(first, identities, context, method))
         yield first
         yield from requests
 
     def _unary_behavior(self, inner: Any, method: str) -> Callable[..., Any]:
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            identities = self._identities(context, method)
-            self._check(request, identities, context, method)
+            identities, denied = self._identities(context, method)
+            _deny(context, denied)
+            _deny(context, self._check(request, identities, context, method))
             return inner(request, context)
 
         return behavior
+
+
+class _AsyncGated:
+    """The request stream of a ``grpc.aio`` call whose first request is checked when read."""
+
+    __slots__ = ("_context", "_first", "_identities", "_layer", "_method", "_requests")
+
+    def __init__(
+        self,
+        layer: _IdentityInterceptor,
+        requests: AsyncIterator[Any],
+        identities: list[str],
+        context: Any,
+        method: str,
+    ) -> None:
+        self._layer = layer
+        self._requests = requests
+        self._identities = identities
+        self._context = context
+        self._method = method
+        self._first = True
+
+    def __aiter__(self) -> _AsyncGated:
+        return self
+
+    async def __anext__(self) -> Any:
+        request = await self._requests.__anext__()
+        if self._first:
+            self._first = False
+            denied = self._layer._check(request, self._identities, self._context, self._method)
+            await _deny_async(self._context, denied)
+        return request
 
 
 def identity_interceptor(
@@ -542,3 +622,13 @@ def identity_interceptor(
     anything the handler sends before reading is not gated.
     """
     return _IdentityInterceptor(identity_of, match, allow_unclaimed)
+
+
+def aio_identity_interceptor(
+    identity_of: Callable[[Any], str | None],
+    *,
+    match: Callable[[str, list[str]], bool] = default_match,
+    allow_unclaimed: bool = True,
+) -> grpc.aio.ServerInterceptor[Any, Any]:
+    """:func:`identity_interceptor` for a ``grpc.aio`` server (a node's own server)."""
+    return AioLayer.of(_IdentityInterceptor(identity_of, match, allow_unclaimed))

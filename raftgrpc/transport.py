@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import itertools
@@ -17,23 +18,23 @@ import grpc
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport, TransportNotReadyError
 
-from raftgrpc import codec, health
+from raftgrpc import codec, grpcenv, health
 from raftgrpc.address import grpc_target, split_host_port
 from raftgrpc.backoff import Backoff
 from raftgrpc.config import TransportConfig
 from raftgrpc.encoder import BatchEncoder
 from raftgrpc.errors import ConfigError, PeerUnreachable
+from raftgrpc.handshake import hello_bytes
 from raftgrpc.hooks import drop_callbacks, guarded
-from raftgrpc.inbox import Inbox
-from raftgrpc.link import PROTOCOL_VERSION, Link
+from raftgrpc.link import Link
 from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.meter import ByteMeter
-from raftgrpc.middleware import Middleware, dial
+from raftgrpc.middleware import Middleware, dial_aio
 from raftgrpc.outbox import Outbox
 from raftgrpc.peer import PeerEvents, PeerStream
 from raftgrpc.server import RaftStreamServicer
 from raftgrpc.serving import start_server
-from raftgrpc.v1 import transport_pb2 as pb
+from raftgrpc.tickloop import TickLoop
 
 __all__ = ["GrpcTransport"]
 
@@ -42,6 +43,7 @@ logger = logging.getLogger("raftgrpc.transport")
 
 # What a read-only follower sends: acknowledgements of entries, and commands it forwards.
 _READONLY_SENDS = frozenset({"next_node_idx", "apply_command"})
+_told_event_engine: list[bool] = []  # the EventEngine setting is logged once per process
 
 
 class _Peer:
@@ -103,6 +105,13 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                 "gRPC only mTLS with node identities or JWT (TransportBuilder.with_jwt) does",
                 extra={"event": "config.password_with_tls"},
             )
+        if not _told_event_engine:
+            _told_event_engine.append(True)
+            logger.info(
+                "raftgrpc: gRPC EventEngine %s (raftgrpc.grpcenv)",
+                grpcenv.event_engine(),
+                extra={"event": "grpc.event_engine", "state": grpcenv.event_engine()},
+            )
         self._address_of = self._config.address_of or _same_address
         self._syncobj_conf_bind: str | None = getattr(syncObj.conf, "bindAddress", None)
         # Validated before anything starts: a mapping that fails here fails the constructor.
@@ -124,16 +133,23 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._encoder = BatchEncoder()
         self.outbound_meter = ByteMeter()
         """Bytes queued in memory for all peers (``peak`` is the most ever held)."""
-        self._inbox = Inbox(self._config.inbound_buffer_bytes)
+        self._inbound_meter = ByteMeter()
+        # Every gRPC call of this transport runs on this loop, which SyncObj's tick thread
+        # runs (raftgrpc.tickloop): frames are read and written on the tick thread.
+        self._tickloop = TickLoop(self.node_id or "read-only")
+        self._loop = self._tickloop.loop
         self._ticking = False  # whether _on_tick is registered with SyncObj
         self._last_tick_at = float("-inf")
-        self._monitor = LivenessMonitor(self._config.liveness_timeout_s, self.node_id or "ro")
+        self._monitor = LivenessMonitor(
+            self._config.liveness_timeout_s,
+            self.node_id or "ro",
+            pulse_interval=self._pulse_interval_s,
+        )
         self._servicer = RaftStreamServicer(
             self,
             self._monitor,
             self._config.frame_bytes,
             self._config.handshake_timeout_s,
-            self._pulse_interval_s,
             traced=self._observer is not None,
             inbound_budget=self._config.inbound_buffer_bytes,
         )
@@ -151,7 +167,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             )
         self._services: list[Any] = []
         self._services_closing = False
-        self._server: grpc.Server | None = None
+        self._server: grpc.aio.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._ready = selfNode is None
         self._bind_over = threading.Event()
@@ -164,12 +180,13 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if self._ready:
             self._bind_over.set()
         try:
-            self._inbox.attach(syncObj._poller)
+            self._tickloop.attach(syncObj._poller)
             syncObj.addOnTickCallback(self._on_tick)
             self._ticking = True
-            self._monitor.start()
+            self._monitor.start(self._loop)
             for make in factories:
                 self._services.append(make(_Context(self)))
+            self._tickloop.run_until_complete(self._start_services(), timeout=10.0)
             for node in otherNodes:
                 self.addNode(node)
         except BaseException:
@@ -237,37 +254,29 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             unreachable.error = PeerUnreachable(node.id, f"no gRPC address: {exc}")
             self._peers[node] = unreachable
             return
-        channel = self._dial(target)
-        hello = pb.Hello(protocol_version=PROTOCOL_VERSION)
-        if self._self_node is None:
-            hello.read_only.SetInParent()
-        else:
-            hello.node_id = self.node_id
         peer = _Peer(node, None)
         stream = PeerStream(
             peer=node,
             target=target,
-            channel=channel,
             new_channel=lambda: self._dial(target),
             inbound_budget=self._config.inbound_buffer_bytes,
-            hello=hello,
+            hello=hello_bytes(None if self._self_node is None else self.node_id),
             expected_node_id=node.id,
             new_outbox=self._new_outbox,
             events=PeerEvents(
-                established=lambda link: self._post(lambda: self._on_established(peer, link)),
-                lost=lambda link: self._post(lambda: self._on_lost(peer, link)),
+                established=lambda link: self._on_established(peer, link),
+                lost=lambda link: self._on_lost(peer, link),
                 deliver=self.deliver,
             ),
             backoff=Backoff(self._config.reconnect_initial_s, self._config.reconnect_max_s),
             monitor=self._monitor,
             frame_bytes=self._config.frame_bytes,
             handshake_timeout_s=self._config.handshake_timeout_s,
-            pulse_interval_s=self._pulse_interval_s,
             traced=self._observer is not None,
         )
         peer.stream = stream
         self._peers[node] = peer
-        stream.start()
+        stream.start(self._loop)
 
     def dropNode(self, node: Any) -> None:
         """Stop streaming to a member that left the cluster."""
@@ -283,7 +292,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if link is not None:
             self._disconnected(peer, link)
         if peer.stream is not None:
-            peer.stream.stop(timeout=0)  # never join on the tick thread; destroy() does
+            peer.stream.stop()  # its task ends on the event loop; destroy() waits for it
             self._retired = [s for s in self._retired if s.alive]
             self._retired.append(peer.stream)
         inbound = self._inbound.pop(node, None)
@@ -297,7 +306,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         is reported through ``onNodeDisconnected`` before this returns, as TCPTransport does.
         """
         peer = self._peers.get(node) or self._readonly.get(node)
-        if peer is None or peer.link is None:
+        if peer is None or peer.link is None or self._closing:
             return False
         link = peer.link
         if link.broken:
@@ -326,6 +335,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             return False
         refusal = self._enqueue(node, link, data, message.get("serialized") is not None)
         if refusal is None:
+            link.kick()  # its writer runs in this tick's run of the event loop
             return True
         peer.reset = PeerUnreachable(node.id, refusal, None, time.monotonic())
         link.cancel()
@@ -370,14 +380,47 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         return None
 
     def destroy(self) -> None:
-        """Close every stream, stop the server, and release ports and threads."""
+        """Close every stream, stop the server, and release ports and threads.
+
+        Runs the transport's event loop on the calling thread until everything is closed
+        (the tick thread, when SyncObj destroys it; call it yourself only when SyncObj does
+        not tick concurrently)."""
         if self._closing:
             return
         self._closing = True
         self.begin_shutdown()
+        if self._tickloop.owns_current_thread():
+            # Called from inside the event loop (a callback of this transport): the loop
+            # cannot be run to the end from here; close what can be closed now.
+            logger.error("raftgrpc: destroy() called from inside the transport's event loop")
+            self._loop.create_task(self._shutdown())
+            return
+        try:
+            self._tickloop.run_until_complete(
+                self._shutdown(), timeout=2 * self._config.shutdown_grace_s + 10.0
+            )
+        except Exception:
+            logger.exception("raftgrpc: error while destroying the transport")
+        finally:
+            self._tickloop.close()
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+            self._bind_over.set()
+
+    async def _start_services(self) -> None:
+        """What services start on the event loop before the node ticks (their ``start()``,
+        if they have one: the health service binds its separate port)."""
+        for service in self._services:
+            start = getattr(service, "start", None)
+            if start is not None:
+                await start()
+
+    async def _shutdown(self) -> None:
+        grace = self._config.shutdown_grace_s
         # Still delivering while queued frames leave: a stream whose reader stopped would
         # be cancelled, queue and all.
-        self._drain_outboxes(self._config.shutdown_grace_s)
+        await self._drain_outboxes(grace)
         self._destroyed = True
         drop_callbacks(self)
         if self._ticking:
@@ -386,23 +429,25 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         streams = [p.stream for p in self._peers.values() if p.stream is not None]
         streams += self._retired
         for stream in streams:
-            stream.stop(timeout=0)
+            stream.stop()
         # End accepted streams first: their handlers then return at once instead of holding
         # server.stop() for the whole grace period.
         self._servicer.close_all()
-        self._inbox.close()
         if self._server is not None:
-            self._server.stop(self._config.shutdown_grace_s).wait()
-            self._server = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        deadline = time.monotonic() + 5.0
-        for stream in streams:
-            stream.stop(timeout=max(0.0, deadline - time.monotonic()))
+            server, self._server = self._server, None
+            await server.stop(grace)
+        if streams:
+            await asyncio.wait(
+                [asyncio.ensure_future(s.wait_stopped()) for s in streams], timeout=5.0
+            )
         self._monitor.stop()
         for service in self._services:
-            guarded(logger, service.close, "closing a service")
+            closing = guarded(logger, service.close, "closing a service")
+            if asyncio.iscoroutine(closing) or isinstance(closing, asyncio.Future):
+                try:
+                    await asyncio.wait_for(closing, 5.0)
+                except Exception:
+                    logger.exception("raftgrpc: error while closing a service")
         for close in self._middleware.on_close:
             guarded(logger, close, "closing middleware")
         self._peers.clear()
@@ -411,7 +456,6 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._inbound.clear()
         self._retired.clear()
         self._deferred.clear()
-        self._bind_over.set()
 
     def begin_shutdown(self) -> None:
         """Tell the node's services that it is shutting down (health: NOT_SERVING) before
@@ -453,6 +497,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def redial(self, node: Any) -> None:
         """Dial ``node`` now if no stream to it is established, instead of when the current
         backoff ends (the peer is known to be back); any thread."""
+        if not self._tickloop.owns_current_thread() and self._loop.is_running():
+            self._tickloop.post(lambda: self.redial(node))  # another thread runs the loop
+            return
         peer = self._peers.get(node)
         if peer is not None and peer.link is None and peer.stream is not None:
             peer.stream.redial_now()
@@ -468,13 +515,13 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         return {
             "outbound_memory_bytes": self.outbound_meter.current,
             "peak_outbound_memory_bytes": self.outbound_meter.peak,
-            "inbound_buffered_bytes": self._inbox.meter.current,
-            "peak_inbound_buffered_bytes": self._inbox.meter.peak,
+            "inbound_buffered_bytes": self._inbound_meter.current,
+            "peak_inbound_buffered_bytes": self._inbound_meter.peak,
             "connected_peers": sum(1 for p in peers if p.link is not None),
             "readonly_peers": len(self._readonly),
         }
 
-    # -- InboundSink, called by the servicer on gRPC threads -------------------------------
+    # -- InboundSink, called by the servicer on the event loop (the tick thread) -------------
 
     def accept_member(self, node_id: str) -> Any | None:
         """The member whose id is ``node_id``, or None."""
@@ -487,20 +534,20 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             link = Link(peer, self._new_outbox())
             if cancel is not None:
                 link.set_canceller(cancel)
-            self._post(lambda: self._on_inbound_open(link))
+            self._on_inbound_open(link)
             return link
         with self._readonly_ids_lock:
             node = Node(str(next(self._readonly_ids)))
         link = Link(node, self._new_outbox())
         if cancel is not None:
             link.set_canceller(cancel)
-        self._post(lambda: self._on_readonly_open(link))
+        self._on_readonly_open(link)
         return link
 
     def close_inbound(self, link: Link) -> None:
         """An inbound stream ended."""
         link.break_()
-        self._post(lambda: self._on_inbound_close(link))
+        self._on_inbound_close(link)
 
     def deliver(
         self,
@@ -509,22 +556,22 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         nbytes: int,
         carriers: list[dict[str, str] | None] | None = None,
     ) -> bool:
-        """Queue messages received on ``link`` for SyncObj (blocks while the inbox is full).
+        """Hand messages received on ``link`` to SyncObj, now (event loop, tick thread);
+        False once the link is no longer wanted.
 
         ``nbytes`` is the estimated memory of the decoded messages; ``carriers`` their trace
         contexts, if any carries one.
         """
         if link.broken or self._destroyed:
             return False
-
-        def abandon() -> bool:
-            # The peer is not silent, this node is slow: keep the liveness monitor off it.
-            link.touch()
-            return link.broken
-
-        return self._inbox.post(
-            lambda: self._deliver(link, messages, carriers), nbytes, abandon=abandon
-        )
+        meter = self._inbound_meter
+        meter.add(nbytes)
+        try:
+            self._deliver(link, messages, carriers)
+        finally:
+            meter.sub(nbytes)
+        self._tickloop.note_syncobj_work()
+        return not link.broken
 
     # -- tick thread ---------------------------------------------------------------------------
 
@@ -533,7 +580,6 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         # callbacks: when the previous tick's callbacks ran after a deferred link's due
         # time, this tick's round started after it too, and saw the peer disconnected.
         previous, self._last_tick_at = self._last_tick_at, time.monotonic()
-        self._inbox.drain()
         for service in self._services:
             guarded(logger, service.on_tick, "ticking a service")
         if self._deferred and any(d[0] <= previous for d in self._deferred):
@@ -541,6 +587,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._deferred = [d for d in self._deferred if d[0] > previous]
             for _, peer, link in due:
                 guarded(logger, functools.partial(self._report_connected, peer, link), "connecting")
+        # What SyncObj's tick queued (append entries, votes, replies) is written now; what
+        # has arrived since the last poll is delivered.
+        self._tickloop.run_from_tick()
 
     def _deliver(
         self,
@@ -628,6 +677,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             return
         peer.link = link
         peer.reset = None
+        self._tickloop.note_syncobj_work()
         self._onNodeConnected(peer.node)
 
     def _on_lost(self, peer: _Peer, link: Link) -> None:
@@ -653,6 +703,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         peer.link = link
         self._readonly[link.peer] = peer
         self._inbound[link.peer] = link
+        self._tickloop.note_syncobj_work()
         self._onReadonlyNodeConnected(link.peer)
 
     def _on_inbound_close(self, link: Link) -> None:
@@ -669,6 +720,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             return
         peer.link = None
         peer.lost_at = time.monotonic()
+        self._tickloop.note_syncobj_work()
         node = peer.node
         if self._inbound.get(node) is link:
             del self._inbound[node]
@@ -684,7 +736,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def _pulse_interval_s(self) -> float:
         return self._config.liveness_timeout_s / 3
 
-    def _drain_outboxes(self, grace_s: float) -> None:
+    async def _drain_outboxes(self, grace_s: float) -> None:
         """Give what is queued for peers up to ``grace_s`` to leave (graceful shutdown)."""
         deadline = time.monotonic() + grace_s
         links = [p.link for p in [*self._peers.values(), *self._readonly.values()]]
@@ -692,15 +744,12 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         while pending and time.monotonic() < deadline:
             pending = [link for link in pending if len(link.outbox) and not link.broken]
             if pending:
-                time.sleep(0.005)
+                await asyncio.sleep(0.005)
 
     @property
     def _max_item_bytes(self) -> int:
         # Room for the frame envelope around one encoded message.
         return self._config.max_message_bytes - 1024
-
-    def _post(self, work: Any) -> None:
-        self._inbox.post(work)
 
     def _new_outbox(self) -> Outbox:
         return Outbox(
@@ -710,21 +759,28 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def _bind(self) -> None:
         assert self._listen_target is not None  # read-only nodes never bind
         target = self._listen_target
-        serving = start_server(
-            target,
-            handlers=[
-                self._servicer.handler(),
-                *(h for service in self._services for h in service.handlers()),
-            ],
-            interceptors=self._middleware.server_interceptors,
-            options=self._server_options(),
-            max_workers=self._config.max_concurrent_streams + 2,
-            max_concurrent_rpcs=self._config.max_concurrent_streams,
-            thread_name_prefix="raftgrpc-server",
-            credentials=self._middleware.server_credentials,
+        if self._executor is None:
+            # Runs the handlers of user services written for grpcio's synchronous API; no
+            # thread starts unless one is called (raftgrpc's own handlers are coroutines).
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="raftgrpc-sync-handler"
+            )
+        serving = self._tickloop.run_until_complete(
+            start_server(
+                target,
+                handlers=[
+                    self._servicer.handler(),
+                    *(h for service in self._services for h in service.handlers()),
+                ],
+                interceptors=self._middleware.server_interceptors,
+                options=self._server_options(),
+                max_concurrent_rpcs=self._config.max_concurrent_streams,
+                credentials=self._middleware.server_credentials,
+                executor=self._executor,
+            ),
+            timeout=10.0,
         )
         self._server = serving.server
-        self._executor = serving.executor
         self.bound_port = serving.port
         logger.info(
             "raftgrpc: node %s listening on %s",
@@ -749,9 +805,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         host, _ = split_host_port(bind)
         return grpc_target(f"{host}:{split_host_port(mapped)[1]}")
 
-    def _dial(self, target: str) -> grpc.Channel:
+    def _dial(self, target: str) -> grpc.aio.Channel:
         # A read-only node asks for tokens as "" and gets whatever the factory gives it.
-        return dial(target, self._middleware, self.node_id, self._channel_options())
+        return dial_aio(target, self._middleware, self.node_id, self._channel_options())
 
     def _common_options(self) -> list[tuple[str, Any]]:
         cfg = self._config
@@ -808,10 +864,14 @@ class _Context:
         self.node_id = transport.node_id
         self.syncobj = transport._syncobj
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._transport._loop
+
     def run_on_tick(self, work: Any) -> bool:
         if self._transport._destroyed:
             return False
-        return self._transport._inbox.post(work)
+        return self._transport._tickloop.post(work)
 
     @property
     def ready(self) -> bool:

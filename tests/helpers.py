@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.005)
+
+
+def grpc_owned(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is gRPC's own, shared by the whole process rather than by a
+    transport: its C-core threads (listed as threading._DummyThread once they call into
+    Python: TLS reloads, call-credential callbacks) and grpc.aio's completion-queue poller,
+    which gRPC starts at the first grpc.aio object of the process and keeps."""
+    return isinstance(thread, threading._DummyThread) or thread.name.endswith("(_poll_wrapper)")
+
+
+def thread_ids() -> set[int]:
+    """The idents of this process's threads but gRPC's own (:func:`grpc_owned`)."""
+    return {t.ident for t in threading.enumerate() if not grpc_owned(t) and t.ident is not None}
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -25,7 +25,7 @@ from raftgrpc import (
     TransportConfig,
 )
 from tests.certs import make_ca, node_cert, tls_config
-from tests.helpers import BEAT, free_ports, wait_until
+from tests.helpers import BEAT, free_ports, thread_ids, wait_until
 from tests.host import Host
 
 pytestmark = pytest.mark.timeout(60)
@@ -136,7 +136,7 @@ def test_grpc_listens_on_the_mapped_port_not_on_the_raft_id(hosts: list[Host]) -
     raft_port, grpc_port = free_ports(2)
     me = f"127.0.0.1:{raft_port}"
     config = TransportConfig(address_of=AddressMap({me: f"127.0.0.1:{grpc_port}"}))
-    h = Host(me, [], config)
+    h = Host(me, [], config, background=True)  # it answers while it ticks
     hosts.append(h)
     assert h.transport.listen_target == f"127.0.0.1:{grpc_port}"
     assert h.transport.bound_port == grpc_port
@@ -147,7 +147,7 @@ def test_grpc_listens_on_the_mapped_port_not_on_the_raft_id(hosts: list[Host]) -
 def test_grpc_listens_at_a_port_offset(hosts: list[Host]) -> None:
     raft_port, grpc_port = free_ports(2)
     me = f"127.0.0.1:{raft_port}"
-    h = Host(me, [], TransportConfig(address_of=PortOffset(grpc_port - raft_port)))
+    h = Host(me, [], TransportConfig(address_of=PortOffset(grpc_port - raft_port)), background=True)
     hosts.append(h)
     assert h.transport.listen_target == f"127.0.0.1:{grpc_port}"
     assert health_status(grpc_port) == health_pb2.HealthCheckResponse.SERVING
@@ -204,13 +204,13 @@ def test_an_address_of_failing_for_the_node_itself_fails_construction_cleanly(
     address_of: Any, match: str
 ) -> None:
     raft_port, health_port = free_ports(2)
-    before = {t.ident for t in threading.enumerate()}
+    before = thread_ids()
     config = TransportConfig(
         address_of=address_of, health_listen_address=f"127.0.0.1:{health_port}"
     )
     with pytest.raises(ConfigError, match=match):
         Host(f"127.0.0.1:{raft_port}", ["127.0.0.1:1"], config)
-    wait_until(lambda: {t.ident for t in threading.enumerate()} <= before, 10, "threads to end")
+    wait_until(lambda: thread_ids() <= before, 10, "threads to end")
     assert_free(health_port)
     assert_free(raft_port)
 
@@ -254,8 +254,8 @@ def mapped_pair(hosts: list[Host]) -> Iterator[tuple[Host, Host, str, str]]:
     hosts.append(a)
     b = Host(b_id, [a_id], config)
     hosts.append(b)
-    a.tick_until(lambda: ("connected", b_id) in a.events, 10, "a connected to b")
-    b.tick_until(lambda: ("connected", a_id) in b.events, 10, "b connected to a")
+    a.tick_until(lambda: ("connected", b_id) in a.events, 10, "a connected to b", (b,))
+    b.tick_until(lambda: ("connected", a_id) in b.events, 10, "b connected to a", (a,))
     yield a, b, a_id, b_id
 
 
@@ -265,7 +265,7 @@ def test_peer_error_is_none_for_a_connected_peer(mapped_pair: tuple[Host, Host, 
     assert b.transport.peer_error(TCPNode(a_id)) is None
     a.tick_thread = threading.current_thread()
     assert a.transport.send(TCPNode(b_id), BEAT) is True
-    b.tick_until(lambda: b.messages, 10, "b to receive over the mapped ports")
+    b.tick_until(lambda: b.messages, 10, "b to receive over the mapped ports", also=(a,))
     assert b.messages == [(a_id, BEAT)]
     stranger = a.transport.peer_error(TCPNode("127.0.0.1:1"))
     assert isinstance(stranger, PeerUnreachable) and "not a member" in str(stranger)
@@ -317,5 +317,5 @@ def test_a_password_is_accepted_when_the_grpc_side_uses_tls(
     hosts.append(a)
     b = Host(b_id, [a_id], TransportConfig(), conf=SyncObjConf(password="s3cret"), factory=factory)
     hosts.append(b)
-    a.tick_until(lambda: ("connected", b_id) in a.events, 10, "a connected to b over mTLS")
-    b.tick_until(lambda: ("connected", a_id) in b.events, 10, "b connected to a over mTLS")
+    a.tick_until(lambda: ("connected", b_id) in a.events, 10, "a connected to b over mTLS", (b,))
+    b.tick_until(lambda: ("connected", a_id) in b.events, 10, "b connected to a over mTLS", (a,))

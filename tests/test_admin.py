@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -291,12 +290,11 @@ def test_no_answer_in_time_is_deadline_exceeded_and_leaves_the_tick_thread_alone
 ) -> None:
     addr = f"127.0.0.1:{free_port()}"
     node = SyncObj(addr, [], _conf(), transportClass=_factory(keys, timeout_s=0.3))
-    hold, held = threading.Event(), threading.Event()
+    transport = node._SyncObj__transport
+    late: list[Any] = []
 
-    def block_once() -> None:  # holds the tick thread until released
-        if not held.is_set():
-            held.set()
-            hold.wait(10)
+    def never_answers(args: list[Any], reply: Any) -> None:
+        late.append(reply)  # PySyncObj's answer does not come in time
 
     try:
         wait_until(lambda: node._isLeader(), 10.0, "the single node to lead")
@@ -305,20 +303,23 @@ def test_no_answer_in_time_is_deadline_exceeded_and_leaves_the_tick_thread_alone
             tokens=keys.token("operator", role="admin"),
             insecure_loopback=True,
         )
-        node.addOnTickCallback(block_once)
-        assert held.wait(10)
+        status = transport._onUtilityMessageCallbacks["status"]
+        transport.setOnUtilityMessageCallback("status", never_answers)
+        started = time.monotonic()
         with pytest.raises(GrpcUtilityException) as failed:
             utility.run(addr, ["status"])
         assert (failed.value.code, failed.value.fail_reason) == (
             grpc.StatusCode.DEADLINE_EXCEEDED,
             "TIMEOUT",
         )
-        hold.set()
-        # The late answer was dropped; the node answers the next call.
+        assert time.monotonic() - started < 5.0  # the node's timeout_s, not the caller's
+        assert late and node._isLeader()  # the tick thread kept ticking
+        late[0](node.getStatus(), None)  # the late answer is dropped...
+        transport.setOnUtilityMessageCallback("status", status)
+        # ...and the node answers the next call.
         assert utility.executeCommand(addr, ["status"])["self"] == TCPNode(addr)
         utility.close()
     finally:
-        hold.set()
         _destroy([node])
 
 

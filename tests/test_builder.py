@@ -20,28 +20,36 @@ from tests.host import Host, pair
 pytestmark = pytest.mark.timeout(60)
 
 
-class Recording(grpc.ServerInterceptor):  # type: ignore[misc]
+class Recording(grpc.aio.ServerInterceptor):
     """Records its name each time a call reaches it."""
 
     def __init__(self, name: str, log: list[str]) -> None:
         self.name, self.log = name, log
 
-    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
         self.log.append(self.name)
-        return continuation(details)
+        return await continuation(details)
 
 
-class RecordingClient(grpc.StreamStreamClientInterceptor):  # type: ignore[misc]
+class RecordingClient(grpc.aio.StreamStreamClientInterceptor):
     def __init__(self, name: str, log: list[str]) -> None:
         self.name, self.log = name, log
-        self.lock = threading.Lock()
 
-    def intercept_stream_stream(
+    async def intercept_stream_stream(
         self, continuation: Callable[..., Any], details: Any, requests: Any
     ) -> Any:
-        with self.lock:
-            self.log.append(self.name)
-        return continuation(details, requests)
+        self.log.append(self.name)
+        return await continuation(details, requests)
+
+
+class SyncClient(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(details, request)
+
+
+class SyncRecording(grpc.ServerInterceptor):  # type: ignore[misc]
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        return continuation(details)
 
 
 def test_first_added_layer_is_outermost_on_both_sides(hosts: list[Host]) -> None:
@@ -59,6 +67,26 @@ def test_first_added_layer_is_outermost_on_both_sides(hosts: list[Host]) -> None
     # Two streams (one per direction), each passing both layers, outer first.
     assert server_log[:4] == ["outer", "inner", "outer", "inner"]
     assert client_log[:4] == ["outer", "inner", "outer", "inner"]
+
+
+def test_a_server_interceptor_of_the_synchronous_api_is_refused_with_the_reason() -> None:
+    """A node's server is a grpc.aio server: a grpc.ServerInterceptor could not run there."""
+    with pytest.raises(ConfigError, match=r"SyncRecording is not a grpc\.aio\.ServerInterceptor"):
+        TransportBuilder().with_server_interceptor(SyncRecording())
+    with pytest.raises(ConfigError, match=r"grpc\.aio"):
+        Middleware(server_interceptors=(SyncRecording(),))
+
+
+def test_client_interceptors_of_the_synchronous_api_apply_to_dialled_channels_only() -> None:
+    sync_client = SyncClient()
+    aio_client = RecordingClient("x", [])
+    mw = (
+        TransportBuilder()
+        .with_client_interceptor(sync_client, aio_client)
+        .middleware("127.0.0.1:1")
+    )
+    assert mw.dial_interceptors == (sync_client,)
+    assert mw.client_interceptors == (aio_client,)
 
 
 def test_the_factory_gives_each_node_its_own_middleware_from_one_configuration(
@@ -114,22 +142,24 @@ def test_rolling_auth_on_audit_accepts_old_nodes_and_enforce_refuses_them(
         b = Host(b_addr, [a_addr], TransportConfig(), factory=old.build())
         hosts.append(b)
         # a -> b always works: b ignores the token it does not check.
-        a.tick_until(lambda: ("connected", b_addr) in a.events, 10, "a connected to b")
+        a.tick_until(lambda: ("connected", b_addr) in a.events, 10, "a connected to b", (b,))
         if mode == "audit":
-            b.tick_until(lambda: ("connected", a_addr) in b.events, 10, "b connected to a")
+            b.tick_until(lambda: ("connected", a_addr) in b.events, 10, "b connected to a", (a,))
             wait_until(
                 lambda: any(getattr(r, "event", "") == "auth.audit" for r in caplog.records),
                 5,
                 "an auth.audit line",
             )
         else:
-            wait_until(
+            b.tick_until(
                 lambda: any(getattr(r, "event", "") == "auth.denied" for r in caplog.records),
                 10,
                 "b's stream refused",
+                also=(a,),
             )
             for _ in range(20):
-                b.tick(0.01)
+                a.tick(0.005)
+                b.tick(0.005)
             assert ("connected", a_addr) not in b.events
 
 
@@ -146,6 +176,9 @@ def test_dial_gives_unary_calls_the_same_security_and_identity(tmp_path: Path) -
     )
     assert builder.layers == ["jwt", "retry"]
     mw = builder.middleware("127.0.0.1:1")
+    # A service of the user's own, on a server of grpcio's synchronous API: the sync flavor
+    # of the same layer checks what dial() sends.
+    sync_auth = auth.server_interceptor(verifier)
 
     def whoami(request: bytes, context: grpc.ServicerContext) -> bytes:
         claims = auth.current_claims()
@@ -155,7 +188,7 @@ def test_dial_gives_unary_calls_the_same_security_and_identity(tmp_path: Path) -
         "raftgrpc.test.Admin", {"WhoAmI": grpc.unary_unary_rpc_method_handler(whoami)}
     )
     server = grpc.server(
-        futures.ThreadPoolExecutor(2), handlers=[handler], interceptors=mw.server_interceptors
+        futures.ThreadPoolExecutor(2), handlers=[handler], interceptors=[sync_auth]
     )
     assert mw.server_credentials is not None
     port = server.add_secure_port("127.0.0.1:0", mw.server_credentials)
@@ -188,7 +221,7 @@ def test_traces_cross_the_wire_between_two_transports(hosts: list[Host]) -> None
     vote = {"type": "request_vote", "term": 5, "last_log_index": 1, "last_log_term": 1}
     a.tick_thread = threading.current_thread()
     assert a.transport.send(a.transport._peers[next(iter(a.transport._peers))].node, vote)
-    b.tick_until(lambda: b.messages, 10, "b to receive the vote")
+    b.tick_until(lambda: b.messages, 10, "b to receive the vote", also=(a,))
     assert b.messages == [(a_addr, vote)]  # the trace context is not part of the message
     spans = exporter.get_finished_spans()
     sent = [s for s in spans if s.name == "raftgrpc.send request_vote"]

@@ -68,7 +68,9 @@ def new_host(
         factory = functools.partial(GrpcTransport, config=config, middleware=mw)
     addr = f"127.0.0.1:{free_port()}" if me == "auto" else me
     others = [] if addr is not None else [f"127.0.0.1:{free_port()}"]
-    host = StatusHost(addr, others, config, factory=factory)
+    # Ticked by a thread of its own, as SyncObj ticks a node: the node answers health RPCs
+    # only while it ticks.
+    host = StatusHost(addr, others, config, factory=factory, background=True)
     hosts.append(host)
     return host
 
@@ -228,6 +230,7 @@ def test_shutdown_reports_not_serving_to_watchers_before_the_port_closes(
         assert check(stub, name) == NOT_SERVING
     host.tick()  # later ticks cannot bring it back
     assert check(stub, "raft") == NOT_SERVING
+    host.stop_ticking()
     host.tick_thread = threading.current_thread()
     host.transport.destroy()
     hosts.remove(host)
@@ -260,6 +263,7 @@ def test_separate_plaintext_port_serves_health_only(
         _list_services(channel)
     assert refl.value.code() == grpc.StatusCode.UNIMPLEMENTED
     port = service.health_port
+    host.stop_ticking()
     host.tick_thread = threading.current_thread()
     host.transport.destroy()
     hosts.remove(host)

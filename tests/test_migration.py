@@ -12,7 +12,6 @@ import functools
 import logging
 import random
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from raftgrpc import (
 )
 from raftgrpc.migration import PRIMARY, SECONDARY, fallback_unless_refused
 from raftgrpc.utility import GrpcUtility
-from tests.helpers import BEAT, free_ports, wait_until
+from tests.helpers import BEAT, free_ports, thread_ids, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -996,7 +995,7 @@ def test_utility_commands_work_through_a_migration_node(nodes: list[SyncObj]) ->
 def test_a_primary_on_the_tcp_port_fails_the_syncobj_constructor_and_leaks_nothing() -> None:
     raft_port, other_port, health_port = free_ports(3)
     me, other = f"127.0.0.1:{raft_port}", f"127.0.0.1:{other_port}"
-    before = {t.ident for t in threading.enumerate()}
+    before = thread_ids()
     # No address_of: gRPC would listen on the Raft id, where TCPTransport listens.
     config = TransportConfig(health_listen_address=f"127.0.0.1:{health_port}")
     factory = MigrationTransport.factory(
@@ -1004,9 +1003,7 @@ def test_a_primary_on_the_tcp_port_fails_the_syncobj_constructor_and_leaks_nothi
     )
     with pytest.raises(ConfigError, match="address_of"):
         KV(me, [other], factory)
-    wait_until(
-        lambda: {t.ident for t in threading.enumerate()} <= before, 10, "transport threads to end"
-    )
+    wait_until(lambda: thread_ids() <= before, 10, "transport threads to end")
     for port in (raft_port, health_port):  # neither the gRPC, health nor TCP port is held
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", port))

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from pysyncobj import SyncObj, SyncObjConf
 
 from raftgrpc import GrpcTransport
 from raftgrpc.health import HealthService
 from raftgrpc.shutdown import graceful_shutdown
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, thread_ids, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def test_a_lone_leader_cannot_hand_over_and_still_shuts_down_in_bounded_time() -> None:
-    before = {t.ident for t in threading.enumerate()}
+    before = thread_ids()
     me = f"127.0.0.1:{free_port()}"
     node = SyncObj(me, [], SyncObjConf(), transportClass=GrpcTransport)
     transport = node._SyncObj__transport
@@ -31,7 +29,7 @@ def test_a_lone_leader_cannot_hand_over_and_still_shuts_down_in_bounded_time() -
     assert health.status("raft") == "NOT_SERVING" and health.status("") == "NOT_SERVING"
     assert not node.tick_thread_alive()
     wait_until(
-        lambda: not [t for t in threading.enumerate() if t.ident not in before and t.is_alive()],
+        lambda: not (thread_ids() - before),
         5,
         "the node's threads to end",
     )

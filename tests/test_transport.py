@@ -16,7 +16,7 @@ from pysyncobj import pickle as pysyncobj_pickle
 from pysyncobj.node import TCPNode
 
 from raftgrpc import ConfigError, GrpcTransport, TransportConfig
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, thread_ids, wait_until
 from tests.host import Host, pair
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,14 +33,12 @@ def chunk_message(i: int, size: int) -> dict[str, Any]:
 
 
 def test_a_broken_stream_is_reported_inside_send(hosts: list[Host]) -> None:
-    a, b, _, b_addr = pair(hosts, TransportConfig())
+    a, _b, _, b_addr = pair(hosts, TransportConfig())
     peer = a.transport._peers[TCPNode(b_addr)]
     assert peer.link is not None
-    b.tick_thread = threading.current_thread()
-    b.transport.destroy()
-    hosts.remove(b)
-    # a's dialling thread sees the stream fail; a's tick thread has not been told yet.
-    wait_until(lambda: peer.link is not None and peer.link.broken, 10, "a's link to b broken")
+    # The link breaks (the liveness monitor cancels it, or its call fails) and SyncObj has
+    # not been told yet: the stream's coroutine reports it only when a's loop runs next.
+    peer.link.cancel()
     assert ("disconnected", b_addr) not in a.events
     a.tick_thread = threading.current_thread()
     vote = {"type": "request_vote", "term": 2, "last_log_index": 1, "last_log_term": 1}
@@ -75,8 +73,8 @@ def test_send_never_blocks_and_memory_stays_bounded_behind_a_stalled_peer(
     assert link.outbox.spilled_bytes_total > 20 << 20  # the stall really pushed back
     stats = a.transport.stats()
     assert stats["peak_outbound_memory_bytes"] <= 4 << 20
-    # Now let b's tick thread run: everything arrives, in order.
-    b.tick_until(lambda: len(b.messages) >= count, 120, "all chunks at b")
+    # Now let b's tick thread run (and a's, which writes): everything arrives, in order.
+    b.tick_until(lambda: len(b.messages) >= count, 120, "all chunks at b", also=(a,))
     received = [m["serialized"][0][:4] for _, m in b.messages]
     assert received == [i.to_bytes(4, "big") for i in range(count)]
     assert b.transport.stats()["peak_inbound_buffered_bytes"] <= (4 << 20) + (2 << 20)
@@ -148,7 +146,7 @@ def test_read_only_follower_hears_back_on_its_own_stream(hosts: list[Host]) -> N
     hosts.append(m)
     ro = Host(None, [member], TransportConfig())
     hosts.append(ro)
-    ro.tick_until(lambda: ("connected", member) in ro.events, 10, "read-only connected")
+    ro.tick_until(lambda: ("connected", member) in ro.events, 10, "read-only connected", (m,))
     m.tick_until(lambda: any(k == "ro-connected" for k, _ in m.events), 10, "member sees it")
     ro_id = next(n for k, n in m.events if k == "ro-connected")
     ro_node = next(iter(m.transport._readonly))
@@ -163,12 +161,12 @@ def test_read_only_follower_hears_back_on_its_own_stream(hosts: list[Host]) -> N
         "entries": [(b"x", 6, 3)],
     }
     assert m.transport.send(ro_node, beat)
-    ro.tick_until(lambda: ro.messages, 10, "the read-only node to receive")
+    ro.tick_until(lambda: ro.messages, 10, "the read-only node to receive", also=(m,))
     assert ro.messages == [(member, beat)]
     ack = {"type": "next_node_idx", "next_node_idx": 7, "reset": False, "success": True}
     ro.tick_thread = threading.current_thread()
     assert ro.transport.send(TCPNode(member), ack)
-    m.tick_until(lambda: m.messages, 10, "the member to receive the ack")
+    m.tick_until(lambda: m.messages, 10, "the member to receive the ack", also=(ro,))
     assert m.messages == [(ro_id, ack)]
     # When the read-only node leaves, the member is told once.
     ro.transport.destroy()
@@ -178,22 +176,20 @@ def test_read_only_follower_hears_back_on_its_own_stream(hosts: list[Host]) -> N
 
 
 def test_destroy_releases_port_and_threads(hosts: list[Host]) -> None:
-    before = {t.ident for t in threading.enumerate()}
+    before = thread_ids()
     a_addr = pair(hosts, TransportConfig())[2]
     for h in list(hosts):
         h.tick_thread = threading.current_thread()
         h.transport.destroy()
         hosts.remove(h)
-    wait_until(
-        lambda: {t.ident for t in threading.enumerate()} <= before, 10, "transport threads to end"
-    )
+    wait_until(lambda: thread_ids() <= before, 10, "transport threads to end")
     again = Host(a_addr, [], TransportConfig())  # the port can be bound again
     hosts.append(again)
     assert again.transport.bound_port == int(a_addr.rsplit(":", 1)[1])
 
 
 def test_a_password_is_refused_rather_than_ignored() -> None:
-    before = {t.ident for t in threading.enumerate()}
+    before = thread_ids()
     health_port = free_port()
     conf = SyncObjConf(password="s3cret")
     config = TransportConfig(health_listen_address=f"127.0.0.1:{health_port}")
@@ -201,7 +197,7 @@ def test_a_password_is_refused_rather_than_ignored() -> None:
         Host(f"127.0.0.1:{free_port()}", ["127.0.0.1:1"], config, conf=conf)
     assert "s3cret" not in str(info.value)
     # Refused before anything started: no thread, and the health port is free.
-    assert {t.ident for t in threading.enumerate()} <= before
+    assert thread_ids() <= before
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", health_port))
 
@@ -213,7 +209,7 @@ def test_a_dropped_member_learns_at_once_that_it_is_not_heard(hosts: list[Host])
     started = time.monotonic()
     # b's stream to a is cancelled by a (not found by a 30 s liveness timeout), and a refuses
     # b's redials: b stays disconnected and nothing b sends reaches a.
-    b.tick_until(lambda: ("disconnected", a_addr) in b.events, 5, "b told of the drop")
+    b.tick_until(lambda: ("disconnected", a_addr) in b.events, 5, "b told of the drop", (a,))
     assert time.monotonic() - started < 5
     vote = {"type": "request_vote", "term": 9, "last_log_index": 1, "last_log_term": 1}
     b.tick_thread = threading.current_thread()
@@ -244,7 +240,7 @@ def test_a_redialled_stream_is_reported_two_append_entries_periods_after_the_los
                 times[kind] = time.monotonic()
         return len(times) == 2
 
-    a.tick_until(seen, 10, "a reconnected to b")
+    a.tick_until(seen, 10, "a reconnected to b", also=(_b,))
     gap = times["connected"] - times["disconnected"]
     assert gap >= 2 * period * 0.95, gap
     assert a.events[-2:] == [("disconnected", b_addr), ("connected", b_addr)]
@@ -256,7 +252,7 @@ def test_a_failing_service_releases_what_the_transport_had_started() -> None:
     def broken(ctx: Any) -> Any:
         raise RuntimeError("this service cannot start")
 
-    before = {t.ident for t in threading.enumerate()}
+    before = thread_ids()
     health_port = free_port()
     config = TransportConfig(health_listen_address=f"127.0.0.1:{health_port}")
     factory = functools.partial(
@@ -264,7 +260,7 @@ def test_a_failing_service_releases_what_the_transport_had_started() -> None:
     )
     with pytest.raises(RuntimeError, match="cannot start"):
         Host(f"127.0.0.1:{free_port()}", ["127.0.0.1:1"], config, factory=factory)
-    wait_until(lambda: {t.ident for t in threading.enumerate()} <= before, 10, "its threads to end")
+    wait_until(lambda: thread_ids() <= before, 10, "its threads to end")
     with socket.socket() as probe:  # the health server it had started is gone
         probe.bind(("127.0.0.1", health_port))
 
@@ -291,7 +287,7 @@ def test_redial_reaches_a_peer_that_came_back_without_waiting_out_any_backoff(
     started = time.monotonic()
     b = Host(b_addr, [a_addr], config)  # b dials a at once: a redials b when it sees that
     hosts.append(b)
-    a.tick_until(lambda: ("connected", b_addr) in a.events, 3.5, "a connected to b")
+    a.tick_until(lambda: ("connected", b_addr) in a.events, 3.5, "a connected to b", (b,))
     assert time.monotonic() - started < 3.5  # both backoffs were at least 4 s
 
 

@@ -1,7 +1,9 @@
-"""Pure parts: chunk guard, backoff, addresses, inbox hand-off, configuration."""
+"""Pure parts: chunk guard, backoff, addresses, the tick-thread event loop, liveness,
+configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import random
 import threading
@@ -16,11 +18,10 @@ from raftgrpc import ConfigError, TransportConfig
 from raftgrpc.address import grpc_target, split_host_port
 from raftgrpc.backoff import Backoff
 from raftgrpc.guard import ChunkGuard
-from raftgrpc.inbox import Inbox
 from raftgrpc.link import Link
 from raftgrpc.liveness import LivenessMonitor
 from raftgrpc.outbox import Outbox
-from tests.helpers import wait_until
+from raftgrpc.tickloop import MAX_ROUNDS, TickLoop
 
 
 def snap(first: bool, last: bool, data: bytes = b"d") -> dict[str, Any]:
@@ -185,7 +186,7 @@ def test_config_validation() -> None:
 
 
 class FakePoller:
-    """The one poller method an Inbox uses, with a real select on the subscribed fd."""
+    """The poller methods a TickLoop uses, with a real select on the subscribed fds."""
 
     def __init__(self) -> None:
         self.callbacks: dict[int, Any] = {}
@@ -196,23 +197,25 @@ class FakePoller:
     def unsubscribe(self, fd: int) -> None:
         self.callbacks.pop(fd, None)
 
-    def poll(self, timeout: float) -> None:
+    def poll(self, timeout: float) -> bool:
+        """One poll; whether any fd was ready."""
         import select
 
         ready, _, _ = select.select(list(self.callbacks), [], [], timeout)
         for fd in ready:
             self.callbacks[fd](fd, 1)
+        return bool(ready)
 
 
-def test_inbox_runs_work_in_order_on_the_polling_thread() -> None:
+def test_tick_loop_runs_on_the_polling_thread_woken_by_other_threads() -> None:
     poller = FakePoller()
-    inbox = Inbox(capacity=1 << 20)
-    inbox.attach(poller)
+    tl = TickLoop("test")
+    tl.attach(poller)
     ran: list[tuple[int, str]] = []
     posters = [
         threading.Thread(
             target=lambda n=n: [
-                inbox.post(lambda i=i: ran.append((n * 1000 + i, threading.current_thread().name)))
+                tl.post(lambda i=i: ran.append((n * 1000 + i, threading.current_thread().name)))
                 for i in range(200)
             ]
         )
@@ -222,81 +225,121 @@ def test_inbox_runs_work_in_order_on_the_polling_thread() -> None:
         t.start()
     for t in posters:
         t.join()
-    while len(ran) < 600:
-        poller.poll(1.0)  # the wake-up byte makes this return at once
+    polls = 0
+    while len(ran) < 600 and polls < 100:
+        assert poller.poll(1.0)  # the loop's self-pipe makes the poll return at once
+        polls += 1
+    assert len(ran) == 600
     assert {name for _, name in ran} == {threading.current_thread().name}
     for n in range(3):
         mine = [i for i, _ in ran if i // 1000 == n]
         assert mine == sorted(mine)  # per-poster order kept
-    inbox.close()
-    assert not inbox.post(lambda: None)
+    tl.close()
+    assert poller.callbacks == {}
+    assert not tl.post(lambda: None)
 
 
-def test_inbox_blocks_posters_beyond_capacity_and_survives_failing_work() -> None:
-    inbox = Inbox(capacity=100)
-    assert inbox.post(lambda: None, nbytes=80)
-    done = threading.Event()
+def test_tick_loop_run_never_blocks_nor_raises_and_yields_after_a_bounded_run() -> None:
+    poller = FakePoller()
+    tl = TickLoop("test")
+    tl.attach(poller)
+    steps: list[int] = []
 
-    def poster() -> None:
-        inbox.post(lambda: None, nbytes=80)
-        done.set()
+    async def forever() -> None:  # always ready: a run must still end
+        while True:
+            steps.append(1)
+            await asyncio.sleep(0)
 
-    thread = threading.Thread(target=poster)
-    thread.start()
-    assert not done.wait(0.2)  # blocked: 160 bytes would exceed 100
-    inbox.post(lambda: 1 / 0)  # a failing callback must not stop the drain
-    inbox.drain()
-    assert done.wait(5)
-    thread.join(5)
-    inbox.drain()
-    assert inbox.meter.current == 0
-    assert inbox.meter.peak <= 100
-    inbox.close()
+    async def failing() -> None:
+        raise RuntimeError("a failing task")
+
+    tl.loop.create_task(failing())
+    task = tl.loop.create_task(forever())
+    started = time.monotonic()
+    tl.run()  # no exception reaches the caller (the failure is logged)
+    assert time.monotonic() - started < 1.0
+    first = len(steps)
+    assert 0 < first <= MAX_ROUNDS
+    # Work was left: the poller is asked to come back at once.
+    assert poller.poll(0.5)
+    assert len(steps) > first
+    task.cancel()
+    tl.close()
 
 
-def test_inbox_close_releases_a_blocked_poster() -> None:
-    inbox = Inbox(capacity=10)
-    inbox.post(lambda: None, nbytes=10)
-    result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(inbox.post(lambda: None, nbytes=10)))
-    thread.start()
-    inbox.close()
-    thread.join(5)
-    assert result == [False]
+def test_tick_loop_makes_the_poll_return_after_handing_syncobj_work_from_a_tick() -> None:
+    poller = FakePoller()
+    tl = TickLoop("test")
+    tl.attach(poller)
+
+    async def deliver() -> None:
+        tl.note_syncobj_work()
+
+    tl.run_from_tick()
+    assert not poller.poll(0.05)  # nothing happened: the poll sleeps its timeout
+    tl.loop.create_task(deliver())
+    tl.run_from_tick()
+    assert poller.poll(2.0)  # SyncObj was handed something: the poll returns at once
+    tl.close()
+
+
+def test_tick_loop_run_until_complete_is_exclusive_and_refused_from_inside() -> None:
+    tl = TickLoop("test")
+
+    async def inside() -> None:
+        tl.run()  # a no-op from inside: nothing nests
+        with pytest.raises(RuntimeError, match="inside"):
+            tl.run_until_complete(asyncio.sleep(0), timeout=1.0)
+
+    tl.run_until_complete(inside(), timeout=5.0)
+    with pytest.raises(asyncio.TimeoutError):
+        tl.run_until_complete(asyncio.sleep(10), timeout=0.05)
+    tl.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        tl.run_until_complete(asyncio.sleep(0), timeout=1.0)
 
 
 class _Clock:
-    """time.monotonic plus an offset a test can jump forward; counts its readings."""
+    """A clock a test sets."""
 
     def __init__(self) -> None:
-        self.offset = 0.0
-        self.readings = 0
-        self._lock = threading.Lock()
+        self.now = 1000.0
 
     def __call__(self) -> float:
-        with self._lock:
-            self.readings += 1
-            return time.monotonic() + self.offset
-
-    def wait_readings(self, n: int) -> None:
-        start = self.readings
-        wait_until(lambda: self.readings >= start + n, 5.0, f"{n} rounds of the monitor")
+        return self.now
 
 
 def test_liveness_closes_a_silent_stream_but_not_after_its_own_process_was_paused() -> None:
     clock = _Clock()
     monitor = LivenessMonitor(3.0, "test", clock=clock)
-    monitor.start()
-    try:
-        fresh = Link("peer", Outbox(1024, 1024))
-        monitor.watch(fresh)
-        clock.wait_readings(2)
-        # The monitor's next round comes 30 s late, as after a SIGSTOP of this process:
-        # every stream looks silent, but nothing was judged while the process was away.
-        clock.offset += 30.0
-        clock.wait_readings(4)
-        assert not fresh.broken
-        # Silence measured while the process runs is still found: nothing arrives from now on.
-        wait_until(lambda: fresh.broken, 10.0, "the silent stream to be closed")
-    finally:
-        monitor.stop()
+    fresh = Link("peer", Outbox(1024, 1024))
+    monitor.watch(fresh)
+    for _ in range(4):
+        clock.now += monitor.interval
+        assert monitor.check() == []
+    # The monitor's next round comes 30 s late, as after a SIGSTOP of this process: every
+    # stream looks silent, but nothing was judged while the process was away.
+    clock.now += 30.0
+    assert monitor.check() == []
+    assert not fresh.broken
+    # Silence measured while the process runs is still found: nothing arrives from now on.
+    closed: list[Link] = []
+    for _ in range(int(3.0 / monitor.interval) + 2):
+        clock.now += monitor.interval
+        closed += monitor.check()
+    assert closed == [fresh] and fresh.broken
+
+
+def test_liveness_asks_a_quiet_stream_for_a_pulse_and_not_a_busy_one() -> None:
+    clock = _Clock()
+    monitor = LivenessMonitor(3.0, "test", clock=clock)
+    quiet, busy = Link("q", Outbox(1024, 1024)), Link("b", Outbox(1024, 1024))
+    monitor.watch(quiet)
+    monitor.watch(busy)
+    while clock.now < 1000.0 + monitor.pulse_interval + monitor.interval:
+        clock.now += monitor.interval
+        monitor.sent(busy)
+        quiet.touch()  # both hear from their peer: nobody is closed
+        busy.touch()
+        monitor.check()
+    assert quiet.pulse_due and not busy.pulse_due

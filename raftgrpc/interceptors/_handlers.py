@@ -3,19 +3,29 @@
 A server interceptor that must see calls (or their messages) on the handler's worker thread,
 not on gRPC's dispatch thread where ``intercept_service`` runs, replaces the handler's
 behavior with a wrapper and rebuilds a handler of the same kind with the same serializers.
+
+On a ``grpc.aio`` server (a node's own server) a behavior is a coroutine function, an async
+generator function (streamed responses), or a function of grpcio's synchronous API, which
+``grpc.aio`` runs in its thread pool. Each raftgrpc layer has both flavors: its ``grpc.aio``
+interceptor (:class:`AioLayer`) wraps coroutines with its async wrapper and leaves the
+functions of the synchronous API to its synchronous wrapper, so one layer serves both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 __all__ = [
+    "AioLayer",
     "AnyKindClientInterceptor",
     "CallDetails",
+    "as_async_stream",
     "behavior_of",
+    "is_async",
     "is_non_blocking",
     "rewrap",
     "wrap_handler",
@@ -89,6 +99,66 @@ def wrap_handler(
     if keep_non_blocking and is_non_blocking(handler):
         return handler
     return rewrap(handler, wrap(behavior_of(handler)))
+
+
+def is_async(handler: grpc.RpcMethodHandler[Any, Any]) -> bool:
+    """Whether the handler's behavior is a coroutine or async generator function."""
+    try:
+        behavior = behavior_of(handler)
+    except ValueError:
+        return False
+    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
+
+
+def as_async_stream(behavior: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+    """The responses of a ``grpc.aio`` streaming behavior as an async iterator, whether it
+    yields them (an async generator) or writes them with ``context.write`` (a coroutine: the
+    iterator then yields nothing and ends when the coroutine returns)."""
+    if inspect.isasyncgenfunction(behavior):
+        iterator: AsyncIterator[Any] = behavior(request, context)
+        return iterator
+    return _await_writes(behavior(request, context))
+
+
+async def _await_writes(done: Awaitable[Any]) -> AsyncIterator[Any]:
+    await done
+    return
+    yield  # an async generator that yields nothing
+
+
+class AioLayer(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """The ``grpc.aio`` flavor of a raftgrpc server layer.
+
+    ``rewrap(handler, details)`` (the layer's synchronous logic, also used by its
+    ``grpc.ServerInterceptor``) wraps handlers of grpcio's synchronous API;
+    ``rewrap_async(handler, details)`` wraps coroutine handlers. Either may return the
+    handler untouched.
+    """
+
+    def __init__(
+        self,
+        rewrap: Callable[[Any, grpc.HandlerCallDetails], Any],
+        rewrap_async: Callable[[Any, grpc.HandlerCallDetails], Any],
+    ) -> None:
+        self._rewrap = rewrap
+        self._rewrap_async = rewrap_async
+
+    @classmethod
+    def of(cls, layer: Any) -> AioLayer:
+        """The ``grpc.aio`` flavor of a layer that has ``rewrap`` and ``rewrap_async``."""
+        return cls(layer.rewrap, layer.rewrap_async)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        if is_async(handler):
+            return self._rewrap_async(handler, handler_call_details)
+        return self._rewrap(handler, handler_call_details)
 
 
 class CallDetails(grpc.ClientCallDetails):

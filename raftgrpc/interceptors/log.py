@@ -33,25 +33,36 @@ library's ``logging``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import json
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
 
 from raftgrpc.interceptors._handlers import (
+    AioLayer,
     AnyKindClientInterceptor,
     Behavior,
+    as_async_stream,
+    behavior_of,
+    rewrap,
     wrap_handler,
 )
 from raftgrpc.ratelimit import RateLimiter
 
-__all__ = ["JsonFormatter", "client_interceptor", "server_interceptor"]
+__all__ = [
+    "JsonFormatter",
+    "aio_client_interceptor",
+    "aio_server_interceptor",
+    "client_interceptor",
+    "server_interceptor",
+]
 
 DEFAULT_LOGGER = "raftgrpc.rpc"
 
@@ -67,6 +78,21 @@ def server_interceptor(
     ``message_limit`` per method and direction every ``message_interval_s``."""
     return _ServerInterceptor(
         _Events(logger, level, "server", RateLimiter(message_limit, message_interval_s))
+    )
+
+
+def aio_server_interceptor(
+    logger: logging.Logger | None = None,
+    *,
+    level: int = logging.INFO,
+    message_limit: int = 10,
+    message_interval_s: float = 1.0,
+) -> grpc.aio.ServerInterceptor[Any, Any]:
+    """:func:`server_interceptor` for a ``grpc.aio`` server (a node's own server)."""
+    events = _Events(logger, level, "server", RateLimiter(message_limit, message_interval_s))
+    return AioLayer(
+        lambda handler, details: _wrap_handler(handler, str(details.method), events),
+        lambda handler, details: _wrap_handler_async(handler, str(details.method), events),
     )
 
 
@@ -299,6 +325,85 @@ def _wrap_handler(
     return wrap_handler(handler, wrap, keep_non_blocking=True)
 
 
+class _AsyncCountIn:
+    """:class:`_CountIn` for a ``grpc.aio`` request stream."""
+
+    __slots__ = ("_events", "_iterator", "_rpc")
+
+    def __init__(self, iterator: AsyncIterator[Any], rpc: _Rpc, events: _Events) -> None:
+        self._iterator = iterator
+        self._rpc = rpc
+        self._events = events
+
+    def __aiter__(self) -> _AsyncCountIn:
+        return self
+
+    async def __anext__(self) -> Any:
+        item = await self._iterator.__anext__()
+        rpc = self._rpc
+        rpc.messages_in += 1
+        self._events.message(rpc, "in", item, rpc.messages_in)
+        return item
+
+
+def _aio_server_code(context: Any, exc: BaseException | None) -> grpc.StatusCode:
+    code = _context_code(context)
+    if code is not None:
+        return code
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.OK if exc is None else grpc.StatusCode.UNKNOWN
+
+
+def _wrap_handler_async(
+    handler: grpc.RpcMethodHandler[Any, Any], method: str, events: _Events
+) -> grpc.RpcMethodHandler[Any, Any]:
+    request_streaming = handler.request_streaming
+    behavior = behavior_of(handler)
+    wrapped: Behavior
+    if handler.response_streaming:
+
+        async def logged_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            rpc = events.start(method, context.peer())
+            if request_streaming:
+                request = _AsyncCountIn(request, rpc, events)
+            else:
+                rpc.messages_in = 1
+            try:
+                async for response in as_async_stream(behavior, request, context):
+                    rpc.messages_out += 1
+                    events.message(rpc, "out", response, rpc.messages_out)
+                    yield response
+            except BaseException as exc:
+                events.end(rpc, _aio_server_code(context, exc), _context_details(context))
+                raise
+            events.end(rpc, _aio_server_code(context, None), _context_details(context))
+
+        wrapped = logged_stream
+    else:
+
+        async def logged_unary(request: Any, context: Any) -> Any:
+            rpc = events.start(method, context.peer())
+            if request_streaming:
+                request = _AsyncCountIn(request, rpc, events)
+            else:
+                rpc.messages_in = 1
+            try:
+                response = await behavior(request, context)
+            except BaseException as exc:
+                events.end(rpc, _aio_server_code(context, exc), _context_details(context))
+                raise
+            rpc.messages_out = 1
+            events.end(rpc, _aio_server_code(context, None), _context_details(context))
+            return response
+
+        wrapped = logged_unary
+    return rewrap(handler, wrapped)
+
+
 # --------------------------------------------------------------------------- client
 
 
@@ -339,6 +444,64 @@ class _ClientInterceptor(AnyKindClientInterceptor):
             return counted
         call.add_done_callback(ending.on_done_unary)
         return call
+
+
+def aio_client_interceptor(
+    logger: logging.Logger | None = None, *, level: int = logging.INFO
+) -> _AioClientInterceptor:
+    """:func:`client_interceptor` for ``grpc.aio`` channels (a node's own channels): each
+    call's start and end (code, duration); streamed messages are not counted."""
+    return _AioClientInterceptor(_Events(logger, level, "client", RateLimiter(10, 1.0)))
+
+
+class _AioClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    def __init__(self, events: _Events) -> None:
+        self._events = events
+
+    async def _intercept(
+        self, continuation: Any, details: Any, request: Any, client_stream: bool
+    ) -> Any:
+        events = self._events
+        method: Any = details.method
+        rpc = events.start(method.decode() if isinstance(method, bytes) else str(method), None)
+        if not client_stream:
+            rpc.messages_out = 1
+        try:
+            call = await continuation(details, request)
+        except BaseException:
+            events.end(rpc, grpc.StatusCode.UNKNOWN)
+            raise
+        call.add_done_callback(lambda done: asyncio.ensure_future(self._end(rpc, done)))
+        return call
+
+    async def _end(self, rpc: _Rpc, call: Any) -> None:
+        try:
+            code = await call.code()
+            details = None if code == grpc.StatusCode.OK else await call.details()
+        except Exception:
+            code, details = grpc.StatusCode.UNKNOWN, None
+        self._events.end(rpc, code, details)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._intercept(continuation, details, request, False)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._intercept(continuation, details, request, False)
+
+    async def intercept_stream_unary(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await self._intercept(continuation, details, request_iterator, True)
+
+    async def intercept_stream_stream(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await self._intercept(continuation, details, request_iterator, True)
 
 
 def _call_code(call: Any) -> grpc.StatusCode:

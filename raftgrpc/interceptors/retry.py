@@ -40,10 +40,22 @@ from typing import Any
 import grpc
 
 from raftgrpc.errors import ConfigError
-from raftgrpc.interceptors._handlers import Behavior, wrap_handler
+from raftgrpc.interceptors._handlers import (
+    AioLayer,
+    Behavior,
+    as_async_stream,
+    behavior_of,
+    rewrap,
+    wrap_handler,
+)
 from raftgrpc.ratelimit import RateLimiter
 
-__all__ = ["channel_options", "server_interceptor", "service_config"]
+__all__ = [
+    "aio_server_interceptor",
+    "channel_options",
+    "server_interceptor",
+    "service_config",
+]
 
 _log = logging.getLogger("raftgrpc.retry")
 _PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
@@ -133,40 +145,73 @@ class _RetryLog(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        previous = next(
-            (
-                v
-                for k, v in handler_call_details.invocation_metadata or ()
-                if k == _PREVIOUS_ATTEMPTS
-            ),
-            None,
-        )
-        if handler is None or previous is None:
+        return None if handler is None else self.rewrap(handler, handler_call_details)
+
+    def rewrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        previous = _previous_attempts(details)
+        if previous is None:
             return handler
-        method = handler_call_details.method
+        method = details.method
 
         def wrap(inner: Behavior) -> Behavior:
             def logged(request: Any, context: grpc.ServicerContext) -> Any:
-                suppressed = self._limiter.admit(method)
-                if suppressed is not None:
-                    self._logger.info(
-                        "raftgrpc: retried call %s from %s, attempt %s",
-                        method,
-                        context.peer(),
-                        _attempt(previous),
-                        extra={
-                            "event": "rpc.retried",
-                            "method": method,
-                            "peer": context.peer(),
-                            "attempt": _attempt(previous),
-                            "suppressed": suppressed,
-                        },
-                    )
+                self.log(method, context.peer(), previous)
                 return inner(request, context)
 
             return logged
 
         return wrap_handler(handler, wrap, keep_non_blocking=True)
+
+    def rewrap_async(
+        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        previous = _previous_attempts(details)
+        if previous is None:
+            return handler
+        method, inner = details.method, behavior_of(handler)
+        wrapped: Behavior
+        if handler.response_streaming:
+
+            async def logged_stream(request: Any, context: Any) -> Any:
+                self.log(method, context.peer(), previous)
+                async for response in as_async_stream(inner, request, context):
+                    yield response
+
+            wrapped = logged_stream
+        else:
+
+            async def logged_unary(request: Any, context: Any) -> Any:
+                self.log(method, context.peer(), previous)
+                return await inner(request, context)
+
+            wrapped = logged_unary
+        return rewrap(handler, wrapped)
+
+    def log(self, method: str, peer: str, previous: str | bytes) -> None:
+        suppressed = self._limiter.admit(method)
+        if suppressed is not None:
+            self._logger.info(
+                "raftgrpc: retried call %s from %s, attempt %s",
+                method,
+                peer,
+                _attempt(previous),
+                extra={
+                    "event": "rpc.retried",
+                    "method": method,
+                    "peer": peer,
+                    "attempt": _attempt(previous),
+                    "suppressed": suppressed,
+                },
+            )
+
+
+def _previous_attempts(details: grpc.HandlerCallDetails) -> str | bytes | None:
+    return next(
+        (v for k, v in details.invocation_metadata or () if k == _PREVIOUS_ATTEMPTS),
+        None,
+    )
 
 
 def _attempt(previous: str | bytes) -> int | None:
@@ -183,6 +228,14 @@ def server_interceptor(
     ``method``, ``peer``, ``attempt``), at most ``limit`` lines per method every
     ``interval_s`` (the count of the others goes in the next line's ``suppressed``)."""
     return _RetryLog(logger or _log, RateLimiter(limit, interval_s))
+
+
+def aio_server_interceptor(
+    logger: logging.Logger | None = None, *, limit: int = 10, interval_s: float = 10.0
+) -> grpc.aio.ServerInterceptor[Any, Any]:
+    """:func:`server_interceptor` for a ``grpc.aio`` server (a node's own server)."""
+    layer = _RetryLog(logger or _log, RateLimiter(limit, interval_s))
+    return AioLayer(layer.rewrap, layer.rewrap_async)
 
 
 def _method_names(methods: Iterable[tuple[str, str | None]]) -> list[dict[str, str]]:

@@ -43,14 +43,17 @@ and what this module does about it:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors as _otel_aio_client
+from opentelemetry.instrumentation.grpc import aio_server_interceptor as _otel_aio_server
 from opentelemetry.instrumentation.grpc import client_interceptor as _otel_client_interceptor
 from opentelemetry.instrumentation.grpc import server_interceptor as _otel_server_interceptor
 from opentelemetry.instrumentation.grpc.filters import health_check, negate
@@ -66,11 +69,17 @@ from raftgrpc.interceptors._handlers import (
     AnyKindClientInterceptor,
     Behavior,
     CallDetails,
+    as_async_stream,
+    behavior_of,
+    is_async,
+    rewrap,
     wrap_handler,
 )
 
 __all__ = [
     "FrameTracer",
+    "aio_client_interceptors",
+    "aio_server_interceptor",
     "client_interceptor",
     "server_interceptor",
     "tracer_provider_from_env",
@@ -94,6 +103,31 @@ def server_interceptor(
         tracer_provider=tracer_provider, filter_=filter_
     )
     return _ServerInterceptor(upstream, filter_)
+
+
+def aio_server_interceptor(
+    tracer_provider: trace.TracerProvider | None = None, *, exclude_health: bool = True
+) -> grpc.aio.ServerInterceptor[Any, Any]:
+    """:func:`server_interceptor` for a ``grpc.aio`` server (a node's own server): upstream's
+    ``grpc.aio`` interceptor with the same status fix; handlers of grpcio's synchronous API
+    (run in ``grpc.aio``'s thread pool) get the synchronous interceptor's spans."""
+    filter_ = negate(health_check()) if exclude_health else None
+    upstream = _otel_aio_server(tracer_provider=tracer_provider, filter_=filter_)  # type: ignore[no-untyped-call]
+    return _AioServerInterceptor(
+        upstream, server_interceptor(tracer_provider, exclude_health=exclude_health), filter_
+    )
+
+
+def aio_client_interceptors(
+    tracer_provider: trace.TracerProvider | None = None, *, exclude_health: bool = True
+) -> Sequence[Any]:
+    """:func:`client_interceptor` for ``grpc.aio`` channels (a node's own channels): the
+    upstream instrumentation's ``grpc.aio`` interceptors (one per call kind)."""
+    filter_ = negate(health_check()) if exclude_health else None
+    interceptors: Sequence[Any] = _otel_aio_client(  # type: ignore[no-untyped-call]
+        tracer_provider=tracer_provider, filter_=filter_
+    )
+    return tuple(interceptors)
 
 
 def client_interceptor(
@@ -168,6 +202,68 @@ def _with_status_fix(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethod
         return wrapper
 
     return wrap_handler(handler, wrap, keep_non_blocking=True)
+
+
+class _AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, upstream: Any, sync: grpc.ServerInterceptor[Any, Any], filter_: Any) -> None:
+        self._upstream = upstream
+        self._sync = sync
+        self._filter = filter_
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        if self._filter is not None and not self._filter(handler_call_details):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        if not is_async(handler):
+            return self._sync.intercept_service(lambda _details: handler, handler_call_details)
+
+        async def inner(_details: grpc.HandlerCallDetails) -> Any:
+            return _with_status_fix_async(handler)
+
+        return await self._upstream.intercept_service(inner, handler_call_details)
+
+
+def _with_status_fix_async(
+    handler: grpc.RpcMethodHandler[Any, Any],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    behavior = behavior_of(handler)
+    wrapper: Behavior
+    if handler.response_streaming:
+
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            span = trace.get_current_span()  # upstream's server span, current in its generator
+            try:
+                async for response in as_async_stream(behavior, request, context):
+                    yield response
+            except (GeneratorExit, asyncio.CancelledError):
+                _mark(span, grpc.StatusCode.CANCELLED, error=False)
+                raise
+            except Exception as exc:
+                if not isinstance(exc, grpc.aio.AbortError):
+                    _mark(span, grpc.StatusCode.UNKNOWN, error=True)
+                raise
+            if context.cancelled():
+                _mark(span, grpc.StatusCode.CANCELLED, error=False)
+
+        wrapper = stream
+    else:
+
+        async def unary(request: Any, context: Any) -> Any:
+            try:
+                return await behavior(request, context)
+            except Exception as exc:
+                if not isinstance(exc, grpc.aio.AbortError):
+                    _mark(trace.get_current_span(), grpc.StatusCode.UNKNOWN, error=True)
+                raise
+
+        wrapper = unary
+    return rewrap(handler, wrapper)
 
 
 def _mark(span: trace.Span, code: grpc.StatusCode, *, error: bool) -> None:

@@ -45,7 +45,7 @@ from raftgrpc.interceptors.auth._common import (
     required_role_for,
 )
 from raftgrpc.interceptors.auth.keys import KeySet
-from raftgrpc.interceptors.auth.server import server_interceptor
+from raftgrpc.interceptors.auth.server import aio_server_interceptor, server_interceptor
 from raftgrpc.interceptors.auth.tokens import (
     FileTokenSource,
     SigningTokenSource,
@@ -74,6 +74,7 @@ __all__ = [
     "StaticTokenSource",
     "TokenSource",
     "TokenVerifier",
+    "aio_server_interceptor",
     "call_credentials",
     "client_interceptor",
     "current_claims",

@@ -5,15 +5,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from raftgrpc import tls
 from raftgrpc.errors import ConfigError
-from raftgrpc.interceptors._handlers import wrap_handler
+from raftgrpc.interceptors._handlers import (
+    AioLayer,
+    Behavior,
+    as_async_stream,
+    behavior_of,
+    rewrap,
+    wrap_handler,
+)
 from raftgrpc.interceptors.auth._common import (
     DEFAULT_EXEMPT_METHODS,
     DEFAULT_METHOD_ROLES,
@@ -112,13 +119,25 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if handler is None or self._mode is AuthMode.OFF:
-            return handler
-        method = handler_call_details.method
+        return None if handler is None else self.rewrap(handler, handler_call_details)
+
+    def _checked(self, details: grpc.HandlerCallDetails) -> tuple[str, str | None] | None:
+        """The method and the role it needs, or None if calls to it are not checked."""
+        if self._mode is AuthMode.OFF:
+            return None
+        method = details.method
         if method in self._exempt:
+            return None
+        return method, required_role_for(method, self._method_roles, self._required_role)
+
+    def rewrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        checked = self._checked(details)
+        if checked is None:
             return handler
+        method, role = checked
         streaming_response = handler.response_streaming
-        role = required_role_for(method, self._method_roles, self._required_role)
         make = self._stream_behavior if handler.request_streaming else self._unary_behavior
         # Every call is checked, non-blocking ones too (they become blocking).
         return wrap_handler(
@@ -127,6 +146,53 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             keep_non_blocking=False,
         )
 
+    def rewrap_async(
+        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """:meth:`rewrap` for a coroutine handler (a ``grpc.aio`` server)."""
+        checked = self._checked(details)
+        if checked is None:
+            return handler
+        method, role = checked
+        inner, request_streaming = behavior_of(handler), handler.request_streaming
+
+        async def admitted(request: Any, context: Any) -> _Call:
+            """The call's checks before the handler runs; aborts what is refused."""
+            call = _Call(self, context, method, role)
+            await _aio_refuse(context, call.authenticate())
+            if not request_streaming:
+                await _aio_refuse(context, call.check_identity(request))
+            return call
+
+        def guarded(request: Any, call: _Call) -> Any:
+            return _AsyncGuardedRequests(request, call) if request_streaming else request
+
+        wrapped: Behavior
+        if handler.response_streaming:
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                call = await admitted(request, context)
+                reset = _current_claims.set(call.claims)
+                try:
+                    async for response in as_async_stream(inner, guarded(request, call), context):
+                        yield response
+                finally:
+                    _current_claims.reset(reset)
+
+            wrapped = stream
+        else:
+
+            async def unary(request: Any, context: Any) -> Any:
+                call = await admitted(request, context)
+                reset = _current_claims.set(call.claims)
+                try:
+                    return await inner(guarded(request, call), context)
+                finally:
+                    _current_claims.reset(reset)
+
+            wrapped = unary
+        return rewrap(handler, wrapped)
+
     # -- behaviors --
 
     def _unary_behavior(
@@ -134,8 +200,8 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def behavior(request: Any, context: grpc.ServicerContext) -> Any:
             call = _Call(self, context, method, role)
-            call.authenticate()
-            call.check_identity(request)
+            call.abort_if(call.authenticate())
+            call.abort_if(call.check_identity(request))
             return _run(inner, request, context, call.claims, streaming_response)
 
         return behavior
@@ -145,7 +211,7 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Any]:
         def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             call = _Call(self, context, method, role)
-            call.authenticate()
+            call.abort_if(call.authenticate())
             guarded = _GuardedRequests(iter(requests), call)
             return _run(inner, guarded, context, call.claims, streaming_response)
 
@@ -258,63 +324,65 @@ class _Call:
         self.audit_logged = False
         self.refused: AuthError | None = None
 
-    def fail(self, error: AuthError, subject: str | None = None) -> None:
-        """Log; abort in ENFORCE mode, return in AUDIT mode."""
+    # The checks return the error to end the call with (ENFORCE), or None (accepted, or
+    # AUDIT mode: logged and let through); the caller aborts, in its API's way.
+
+    def fail(self, error: AuthError, subject: str | None = None) -> AuthError | None:
+        """Log; the error to abort with in ENFORCE mode, None in AUDIT mode."""
         self.interceptor.log_denied(self, error, subject)
         if self.interceptor._mode is AuthMode.ENFORCE:
             self.refused = error
-            self.abort(error)
+            return error
+        return None
 
-    def abort(self, error: AuthError) -> NoReturn:
-        self.context.abort(error.code, error.reason)
-        raise AssertionError("unreachable")  # context.abort raises
+    def abort_if(self, error: AuthError | None) -> None:
+        """End the call (grpcio's synchronous API) if ``error``."""
+        if error is not None:
+            self.context.abort(error.code, error.reason)
+            raise AssertionError("unreachable")  # context.abort raises
 
-    def authenticate(self) -> None:
+    def authenticate(self) -> AuthError | None:
         try:
             token = _bearer_token(self.context.invocation_metadata())
             claims = self.interceptor._verifier.verify(token)
         except AuthError as error:
-            self.fail(error)
-            return
+            return self.fail(error)
         except Exception as exc:  # a bug or a broken key; never let details escape
             logger.exception("raftgrpc: token verification failed unexpectedly")
-            self.fail(_unauthenticated(f"verification error ({type(exc).__name__})"))
-            return
+            return self.fail(_unauthenticated(f"verification error ({type(exc).__name__})"))
         self.claims = claims  # verified, even if the role is refused below (AUDIT mode)
         role = self.role
         if role is not None and claims.role != role:
-            self.fail(
+            return self.fail(
                 AuthError(grpc.StatusCode.PERMISSION_DENIED, f"role {role!r} required"),
                 claims.subject,
             )
-            return
         self.interceptor.log_accepted(self, claims)
+        return None
 
-    def check_identity(self, request: Any) -> None:
+    def check_identity(self, request: Any) -> AuthError | None:
         """Bind the identity ``request`` claims to the token's subject."""
         identity_of = self.interceptor._identity_of
         if identity_of is None or self.claims is None:
-            return
+            return None
         try:
             claimed = identity_of(request)
         except Exception as exc:
-            self.fail(
+            return self.fail(
                 AuthError(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"cannot read the claimed identity ({type(exc).__name__})",
                 ),
                 self.claims.subject,
             )
-            return
         if claimed is not None and claimed != self.claims.subject:
-            self.fail(
+            return self.fail(
                 AuthError(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "token subject does not match the claimed identity",
                 ),
                 self.claims.subject,
             )
-            return
         bind = self.interceptor._bind_unclaimed
         if claimed is None and bind is not None and bind(request):
             # A request that claims no identity (a read-only follower's Hello) is bound by
@@ -322,24 +390,25 @@ class _Call:
             # own, or a captured token would open such a stream from any certificate.
             identities = tls.peer_identities(self.context)
             if identities and not tls.default_match(self.claims.subject, identities):
-                self.fail(
+                return self.fail(
                     AuthError(
                         grpc.StatusCode.PERMISSION_DENIED,
                         "token subject does not match the client certificate",
                     ),
                     self.claims.subject,
                 )
+        return None
 
-    def check_fresh(self) -> None:
+    def check_fresh(self) -> AuthError | None:
         """A stream cannot outlive its token."""
         claims = self.claims
         if claims is None or not self.interceptor._verifier.expired(claims):
-            return
+            return None
         if self.interceptor._mode is AuthMode.AUDIT:
             if self.audit_logged:
-                return
+                return None
             self.audit_logged = True
-        self.fail(_unauthenticated("token expired"), claims.subject)
+        return self.fail(_unauthenticated("token expired"), claims.subject)
 
 
 class _GuardedRequests:
@@ -358,14 +427,44 @@ class _GuardedRequests:
 
     def __next__(self) -> Any:
         call = self._call
-        if call.refused is not None:  # the handler swallowed the abort and reads on
-            call.abort(call.refused)
+        call.abort_if(call.refused)  # the handler swallowed the abort and reads on
         request = next(self._requests)
         if self._first:
             self._first = False
-            call.check_identity(request)
-        call.check_fresh()
+            call.abort_if(call.check_identity(request))
+        call.abort_if(call.check_fresh())
         return request
+
+
+class _AsyncGuardedRequests:
+    """:class:`_GuardedRequests` for a ``grpc.aio`` request stream."""
+
+    __slots__ = ("_call", "_first", "_requests")
+
+    def __init__(self, requests: AsyncIterator[Any], call: _Call) -> None:
+        self._requests = requests
+        self._call = call
+        self._first = True
+
+    def __aiter__(self) -> _AsyncGuardedRequests:
+        return self
+
+    async def __anext__(self) -> Any:
+        call = self._call
+        context = call.context
+        await _aio_refuse(context, call.refused)
+        request = await self._requests.__anext__()
+        if self._first:
+            self._first = False
+            await _aio_refuse(context, call.check_identity(request))
+        await _aio_refuse(context, call.check_fresh())
+        return request
+
+
+async def _aio_refuse(context: Any, error: AuthError | None) -> None:
+    """End a ``grpc.aio`` call if ``error`` (``context.abort`` raises)."""
+    if error is not None:
+        await context.abort(error.code, error.reason)
 
 
 def _bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
@@ -460,3 +559,10 @@ def server_interceptor(
         method_roles,
         bind_unclaimed=bind_unclaimed,
     )
+
+
+def aio_server_interceptor(*args: Any, **kwargs: Any) -> grpc.aio.ServerInterceptor[Any, Any]:
+    """The layer :func:`server_interceptor` makes (same arguments), for a ``grpc.aio`` server
+    (a node's own server): coroutine handlers are checked by its async wrapper, handlers of
+    grpcio's synchronous API (run in ``grpc.aio``'s thread pool) by its synchronous one."""
+    return AioLayer.of(server_interceptor(*args, **kwargs))

@@ -1,0 +1,234 @@
+"""An asyncio event loop that PySyncObj's own tick thread runs.
+
+Every gRPC call of a :class:`~raftgrpc.GrpcTransport` (its server, its channels) lives on one
+``grpc.aio`` event loop, and that loop has no thread of its own: the selector's file
+descriptor is subscribed to SyncObj's poller, so the thread that ticks SyncObj also runs the
+loop, whenever gRPC has an event for it and once per tick. A message received is handed to
+SyncObj by the very coroutine that read it, on the tick thread; a message sent is written by
+the tick thread itself. TCPTransport reads and writes its sockets on the tick thread too;
+what gRPC adds per message is one wake-up of the tick thread by grpcio's completion-queue
+thread, instead of the four thread hand-offs of grpcio's synchronous API (docs/performance.md).
+
+Rules that follow, and that the transport keeps:
+
+* Nothing of SyncObj's runs while the loop is run by another thread: only :meth:`run`,
+  called from the poller and from the tick callback, runs it on the tick thread, and the
+  blocking :meth:`run_until_complete` (binding, destroying) is used only where SyncObj is
+  not ticking concurrently. A lock makes them exclusive.
+* :meth:`run` never blocks (the selector is asked with a zero timeout) and never raises. It
+  stops after :data:`MAX_ROUNDS` rounds or :data:`MAX_RUN_S` seconds, so that a flood of
+  frames cannot keep SyncObj's own timers (elections, heartbeats) from running, and then
+  makes the poller come back at once (a byte on a wake-up socket) for the rest.
+* Work that SyncObj must see before its next tick (a message delivered from the tick
+  callback's run, where no poll follows) calls :meth:`note_syncobj_work`; the poll that
+  follows then returns at once instead of sleeping ``autoTickPeriod``.
+* Other threads hand work over with :meth:`post` (``call_soon_threadsafe``: it writes to the
+  loop's self-pipe, which wakes the poller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+__all__ = ["MAX_ROUNDS", "MAX_RUN_S", "TickLoop"]
+
+logger = logging.getLogger("raftgrpc.tickloop")
+
+T = TypeVar("T")
+
+MAX_ROUNDS = 64
+"""Loop iterations one :meth:`TickLoop.run` may take (each runs every ready callback)."""
+
+MAX_RUN_S = 0.02
+"""Seconds one :meth:`TickLoop.run` may take before it yields back to SyncObj."""
+
+_POLL_READ = 1  # pysyncobj.poller.POLL_EVENT_TYPE.READ
+
+
+class _Loop(asyncio.SelectorEventLoop):
+    """A selector event loop that can tell whether callbacks are ready to run."""
+
+    def has_ready(self) -> bool:
+        """Whether a callback is scheduled to run in the next iteration."""
+        return bool(self._ready)  # type: ignore[attr-defined]
+
+
+class TickLoop:
+    """An asyncio loop run by the thread that ticks SyncObj (see the module docstring).
+
+    >>> tl = TickLoop("doc")
+    >>> tl.run_until_complete(asyncio.sleep(0, result=42), timeout=1.0)
+    42
+    >>> tl.close()
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._selector = selectors.DefaultSelector()
+        self.loop: asyncio.AbstractEventLoop = _Loop(self._selector)
+        self.loop.set_exception_handler(self._on_loop_error)
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._poller: Any = None
+        self._syncobj_work = False
+        self._closed = False
+        self.runs = 0
+        """How many times :meth:`run` ran the loop (for tests and stats)."""
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def attach(self, poller: Any) -> None:
+        """Subscribe the loop to SyncObj's poller (call before SyncObj ticks)."""
+        self._poller = poller
+        poller.subscribe(self._selector.fileno(), self._on_readable, _POLL_READ)
+        poller.subscribe(self._wake_r.fileno(), self._on_wake, _POLL_READ)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def owns_current_thread(self) -> bool:
+        """Whether the calling code runs inside this loop (a coroutine or a loop callback)."""
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run whatever is ready, without blocking; never raises. A no-op when another
+        thread runs the loop, or when called from inside the loop itself."""
+        if self._closed or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._run_rounds()
+        except Exception:  # never into SyncObj's tick thread
+            logger.exception("raftgrpc: the event loop failed")
+        finally:
+            self._lock.release()
+
+    def run_from_tick(self) -> None:
+        """:meth:`run` for SyncObj's tick callback: if SyncObj was handed anything during
+        it, the poll that follows returns at once (SyncObj acts on it in its next tick)."""
+        self._syncobj_work = False
+        self.run()
+        if self._syncobj_work:
+            self._wake()
+
+    def note_syncobj_work(self) -> None:
+        """Record that a callback into SyncObj ran in this run (see :meth:`run_from_tick`)."""
+        self._syncobj_work = True
+
+    def _run_rounds(self) -> None:
+        loop = self.loop
+        has_ready = loop.has_ready  # type: ignore[attr-defined]
+        deadline = time.monotonic() + MAX_RUN_S
+        self.runs += 1
+        for _ in range(MAX_ROUNDS):
+            # stop() before run_forever(): one iteration, polling the selector with a zero
+            # timeout, running what I/O made ready and what was already scheduled.
+            loop.stop()
+            loop.run_forever()
+            if not has_ready():
+                return
+            if time.monotonic() > deadline:
+                break
+        self._wake()  # more is ready: the poller comes back for it at once
+
+    def run_until_complete(self, awaitable: Awaitable[T], timeout: float) -> T:
+        """Run the loop on the calling thread until ``awaitable`` is done (at most ``timeout``
+        seconds: asyncio.TimeoutError). For binding and shutting down, where SyncObj does not
+        tick concurrently; waits while the tick thread is running the loop."""
+        refusal = None
+        if self.owns_current_thread():
+            refusal = "run_until_complete() called from inside the event loop"
+        elif self._closed:
+            refusal = "the event loop is closed"
+        if refusal is not None:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()  # never awaited: say so without a warning
+            raise RuntimeError(refusal)
+        with self._lock:
+            return self.loop.run_until_complete(asyncio.wait_for(awaitable, timeout))
+
+    def post(self, work: Callable[[], Any]) -> bool:
+        """Run ``work`` on the loop soon (any thread); False once the loop is closed."""
+        if self._closed:
+            return False
+        try:
+            self.loop.call_soon_threadsafe(work)
+        except RuntimeError:  # closed meanwhile
+            return False
+        return True
+
+    def close(self) -> None:
+        """Unsubscribe from the poller and close the loop. Idempotent; the loop must not be
+        running (call from :meth:`run_until_complete`'s thread after it returned)."""
+        if self._closed:
+            return
+        with self._lock:
+            self._closed = True
+            if self._poller is not None:
+                for sock in (self._selector, self._wake_r):
+                    try:
+                        self._poller.unsubscribe(sock.fileno())
+                    except Exception:  # a poller that no longer knows the fd
+                        logger.debug("raftgrpc: cannot unsubscribe fd", exc_info=True)
+                self._poller = None
+            loop = self.loop
+            try:
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except Exception:
+                logger.debug("raftgrpc: error while closing the event loop", exc_info=True)
+            finally:
+                loop.close()
+                self._wake_r.close()
+                self._wake_w.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _on_readable(self, _fd: int, _events: int) -> None:
+        self.run()
+
+    def _on_wake(self, _fd: int, _events: int) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        self.run()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is already pending, or the loop is closing
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if isinstance(error, BlockingIOError):
+            # grpcio's completion-queue socket is shared by every loop of the process (one
+            # per node in a test process): a loop woken for a byte another loop took.
+            return
+        logger.error(
+            "raftgrpc: %s (event loop of %s)",
+            context.get("message", "error in the event loop"),
+            self.name,
+            exc_info=error if isinstance(error, BaseException) else None,
+        )
