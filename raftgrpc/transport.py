@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import itertools
 import logging
@@ -567,7 +568,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         meter = self._inbound_meter
         meter.add(nbytes)
         try:
-            self._deliver(link, messages, carriers)
+            # In a context of its own: the stream's coroutine runs in its RPC's context, where
+            # the tracing layer's span for the whole stream is current; SyncObj's reactions
+            # to a message must not be taken for a traced message's (FrameTracer.on_send).
+            contextvars.Context().run(self._deliver, link, messages, carriers)
         finally:
             meter.sub(nbytes)
         self._tickloop.note_syncobj_work()

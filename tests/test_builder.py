@@ -249,3 +249,34 @@ def test_traces_cross_the_wire_between_two_transports(hosts: list[Host]) -> None
     # only); each server span joined the trace of the client span that opened it.
     assert len(servers) == 2
     assert servers <= clients
+
+
+def test_what_syncobj_sends_in_reaction_to_an_untraced_message_is_not_traced(
+    hosts: list[Host],
+) -> None:
+    """A stream's coroutine runs in its RPC's context, where the RPC span is current; SyncObj
+    reacting to a message delivered there must not look like a reaction to a traced one
+    (found by the middleware benchmark: every reply got a span of its own)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    builder = TransportBuilder().with_tracing(provider, sample_ratio=0.0)  # RPC spans on
+    a, b, _a_addr, b_addr = pair(hosts, TransportConfig(), factory=builder.build())
+    vote = {"type": "request_vote", "term": 5, "last_log_index": 1, "last_log_term": 1}
+    answer = {"type": "response_vote", "term": 5}
+    replies: list[bool] = []
+
+    def react(node: Any, message: dict[str, Any]) -> None:  # as SyncObj answers a vote
+        replies.append(b.transport.send(node, answer))
+
+    b.transport.setOnMessageReceivedCallback(react)
+    a.tick_thread = threading.current_thread()
+    assert a.transport.send(a.transport._peers[next(iter(a.transport._peers))].node, vote)
+    a.tick_until(lambda: a.messages, 10, "a to receive b's answer", also=(b,))
+    assert replies == [True] and a.messages == [(b_addr, answer)]
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert not [n for n in names if n.startswith("raftgrpc.")], names

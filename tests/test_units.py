@@ -267,6 +267,24 @@ def test_tick_loop_run_never_blocks_nor_raises_and_yields_after_a_bounded_run() 
     tl.close()
 
 
+def test_tick_loop_takes_its_fast_path_on_this_python() -> None:
+    """run_rounds() sets the loop up once per run using asyncio internals, checked at start;
+    if a Python changed them it would fall back to run_forever() (slower), not break."""
+    tl = TickLoop("test")
+    assert tl.loop.fast  # type: ignore[attr-defined]
+    seen: list[Any] = []
+
+    async def inside() -> None:
+        seen.append(asyncio.get_running_loop())
+
+    tl.loop.create_task(inside())
+    tl.run()
+    assert seen == [tl.loop]
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()  # not left set after the run
+    tl.close()
+
+
 def test_tick_loop_makes_the_poll_return_after_handing_syncobj_work_from_a_tick() -> None:
     poller = FakePoller()
     tl = TickLoop("test")

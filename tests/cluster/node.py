@@ -64,8 +64,10 @@ TRANSPORTS: dict[str, str] = {
 
 
 def transport_class(name: str) -> Any:
-    """The transportClass for ``name`` (a key of TRANSPORTS), imported on demand."""
-    module, _, attr = TRANSPORTS[name].partition(":")
+    """The transportClass for ``name``: a key of TRANSPORTS, or any ``module:attribute``
+    importable in the node process (bench/prototypes/run.py runs prototypes that way),
+    imported on demand."""
+    module, _, attr = TRANSPORTS.get(name, name).partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
@@ -190,7 +192,7 @@ class Node:
             **args.conf,
         )
         kwargs: dict[str, Any] = {"consumers": [self.kv]}
-        if args.transport not in TRANSPORTS:
+        if args.transport not in TRANSPORTS and ":" not in args.transport:
             raise SystemExit(f"unknown transport {args.transport!r}")
         kwargs["transportClass"] = transport_class(args.transport)
         grpc_config = getattr(args, "grpc_config", None)
@@ -578,7 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--self", dest="self_addr", default=None)
     p.add_argument("--partners", default="")
-    p.add_argument("--transport", choices=sorted(TRANSPORTS), default="tcp")
+    p.add_argument(
+        "--transport", default="tcp", help=f"{', '.join(sorted(TRANSPORTS))}, or module:attribute"
+    )
     p.add_argument("--ctl-port", type=int, required=True)
     p.add_argument("--journal", default=None)
     p.add_argument("--dump", default=None)
