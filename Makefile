@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 BUF    := node_modules/.bin/buf
 PROTO  := proto/raftgrpc/v1/transport.proto proto/raftgrpc/v1/admin.proto
 
-.PHONY: venv test test-all demo proto proto-check lint bench bench-full bench-migration fuzz clean
+.PHONY: venv test test-all demo proto proto-check lint bench bench-full bench-migration bench-prototypes fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,9 +53,15 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-## bench: the quick benchmark matrix against TCPTransport (docs/benchmarks.md and .svg)
+## bench: the quick benchmark matrix against TCPTransport (docs/benchmarks.md and .svg), then
+## the commit latency hop by hop (docs/breakdown.md); about 15 minutes on 2 cores
 bench: $(BENCH_STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/breakdown.py
+
+## bench-prototypes: the I/O cores prototyped for issue 12, same run (docs/prototypes.md)
+bench-prototypes: $(BENCH_STAMP)
+	$(PY) bench/prototypes/run.py
 
 ## bench-full: the full matrix (about 40 minutes on 2 cores)
 bench-full: $(BENCH_STAMP)

@@ -54,8 +54,7 @@ for _p in (str(ROOT / "bench"), str(ROOT / "tests" / "cluster"), str(ROOT)):
         sys.path.insert(0, _p)
 
 import psutil  # noqa: E402
-from harness import Cluster  # noqa: E402
-from run import LOAD_CONF, TRANSPORTS, machine_info  # noqa: E402
+from run import TRANSPORTS, latency_cluster, machine_info, measured_load  # noqa: E402
 
 PROBE_DIR = ROOT / "bench" / "probe"
 HOPS = [
@@ -172,26 +171,10 @@ def run_once(spec: str, seconds: float, workdir: Path) -> dict[str, Any]:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(PROBE_DIR), *filter(None, [saved["PYTHONPATH"]])]
     )
-    cluster = Cluster(spec, workdir)
+    cluster, nodes, leader = latency_cluster(spec, workdir)
     try:
-        nodes = cluster.start_cluster(3, batch=0, conf=LOAD_CONF)
-        leader = cluster.wait_leader()
-        cluster.write_many(leader, {f"warmup-{i}": i for i in range(200)})
+        reply, cpu = measured_load(nodes, leader, seconds, inflight=1, payload=10)
         procs = [psutil.Process(n.proc.pid) for n in nodes if n.proc is not None]
-        cpu0 = [p.cpu_times() for p in procs]
-        reply = leader.ctl(
-            "bench_load",
-            timeout=seconds + 120.0,
-            seconds=seconds,
-            inflight=1,
-            payload_bytes=10,
-            payload_kind="random",
-            prefix="b",
-            drain_timeout=30.0,
-        )
-        cpu1 = [p.cpu_times() for p in procs]
-        if not reply.get("ok"):
-            raise RuntimeError(f"bench_load failed: {reply}")
         for p in procs:
             p.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + 30
@@ -202,8 +185,6 @@ def run_once(spec: str, seconds: float, workdir: Path) -> dict[str, Any]:
                 break
             time.sleep(0.05)
         stamps = [json.loads(f.read_text()) for f in files]
-        pairs = zip(cpu0, cpu1, strict=True)
-        cpu = sum((b.user + b.system) - (a.user + a.system) for a, b in pairs)
         hops = analyze(stamps)
         return {
             "committed": reply["committed"],

@@ -68,8 +68,11 @@ class TransportConfig:
     big snapshot on a slow link may take longer than this to leave the queue."""
 
     inbound_buffer_bytes: int = 32 * _MIB
-    """Bytes of received messages waiting for the tick thread. Receivers stop reading while it
-    is full, so a slow tick thread pushes back on senders through HTTP/2 flow control."""
+    """The most one received frame may decode to (estimated size of its Python objects; or 32
+    times its wire size if that is more): a frame beyond it closes its stream before it is
+    decoded. Nothing else waits for the tick thread: frames are read as it runs the event
+    loop and delivered at once, so a slow tick thread reads less and HTTP/2 flow control
+    pushes back on senders."""
 
     liveness_timeout_s: float = 3.0
     """A stream on which nothing arrived for this long is closed and its peer reported through
@@ -95,7 +98,8 @@ class TransportConfig:
 
     handshake_timeout_s: float = 5.0
     """Time a dialled peer has to answer Hello with Welcome, and an accepted stream has to
-    send its Hello, before the stream is cancelled (a silent stream holds a server thread)."""
+    send its Hello, before the stream is cancelled (a silent stream holds one of the
+    ``max_concurrent_streams``)."""
 
     connection_idle_s: float = 300.0
     """A connection that carried no stream for this long is closed by the server. Peers keep
@@ -103,8 +107,8 @@ class TransportConfig:
     are affected; gRPC clients reconnect on their next call."""
 
     max_concurrent_streams: int = 64
-    """Inbound streams served at once, one thread each; more get RESOURCE_EXHAUSTED. A node
-    needs one per peer plus read-only followers."""
+    """Inbound calls served at once; more get RESOURCE_EXHAUSTED. A node needs one per peer
+    plus read-only followers (and its health and admin calls)."""
 
     shutdown_grace_s: float = 0.5
     """Time ``destroy()`` lets in-flight RPCs finish before cancelling them."""

@@ -16,7 +16,10 @@
     lower, CPU per commit ~13% lower. These are internal experiment flags of grpcio and may
     vanish in a later release; ``tests/test_grpcenv.py`` fails if they stop taking effect.
     ``RAFTGRPC_EVENT_ENGINE=on`` keeps gRPC's default (it is process-wide: other gRPC
-    channels and servers of the process use the same engine).
+    channels and servers of the process use the same engine). gRPC reads the variable when
+    it is imported, so :func:`apply` imports it then and puts the environment back as it
+    was: child processes do not inherit the setting (one that imports raftgrpc makes it
+    itself).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ def apply() -> None:
         _state["event_engine"] = "on (grpc was imported before raftgrpc)"
     else:
         os.environ["GRPC_EXPERIMENTS"] = EVENT_ENGINE_OFF
+        try:
+            import grpc  # noqa: F401  # reads its experiments now
+        finally:
+            del os.environ["GRPC_EXPERIMENTS"]
         _state["event_engine"] = "off"
 
 

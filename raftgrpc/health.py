@@ -29,6 +29,11 @@ no thread.
 With ``listen_address`` the health service (and nothing else: no Raft, no reflection, no
 interceptors, plaintext) is also served on a separate port, for Kubernetes gRPC probes, which
 support neither TLS nor metadata.
+
+Both servers run on the transport's event loop, which SyncObj's tick thread runs: a node
+answers health while it ticks, so a stuck tick thread shows as a node that does not answer
+(what a liveness probe should see), and a tick thread held for a while delays the answers
+by as much (size probe timeouts for the longest pause SyncObj may take).
 """
 
 from __future__ import annotations

@@ -98,7 +98,13 @@ class Link:
         self.kick()
 
     def cancel(self) -> None:
-        """Cancel the RPC under the link and break it. Idempotent."""
+        """Cancel the RPC under the link and break it. Idempotent.
+
+        An outbound stream's call is cancelled at once (``call.cancel()``). An inbound one
+        is ended by its handler, with CANCELLED, as soon as the handler runs again (at once
+        when it waits for something to send; grpc.aio has no server-side cancel, so a
+        handler held by HTTP/2 flow control, a read-only follower that stopped reading,
+        ends when keepalive closes the connection)."""
         # The RPC first: a server handler whose queue closes first may end the call with OK
         # before the cancel lands, and the peer would not learn that it was refused.
         cancel, self._cancel = self._cancel, None

@@ -93,6 +93,15 @@ class Middleware:
                     "node's server runs on grpc.aio (see raftgrpc.tickloop); raftgrpc's "
                     "layers have a grpc.aio flavor (aio_server_interceptor)"
                 )
+        for client in self.client_interceptors:
+            if not isinstance(client, grpc.aio.ClientInterceptor):
+                from raftgrpc.errors import ConfigError
+
+                raise ConfigError(
+                    f"{type(client).__name__} is not a grpc.aio client interceptor: a node's "
+                    "channels are grpc.aio channels (interceptors of grpcio's synchronous API "
+                    "go in dial_interceptors, for dial())"
+                )
         if self.call_credentials is not None and self.channel_credentials is None:
             # gRPC itself refuses call credentials on insecure channels; fail at build time.
             from raftgrpc.errors import ConfigError

@@ -143,16 +143,17 @@ class PeerStream:
     async def _run(self) -> None:
         try:
             while not self._stopped:
-                if self._channel is None or (self._renew and self._current is None):
-                    await self._replace_channel()
                 try:
+                    if self._channel is None or (self._renew and self._current is None):
+                        await self._replace_channel()
                     await self._attempt()
                 except asyncio.CancelledError:
                     if self._stopped:
                         raise
-                    # grpc.aio raises CancelledError from a call this node cancelled.
-                except Exception:
-                    # A bug here must not end the dialling for good: log it and redial.
+                except Exception as exc:
+                    # A bug, or a channel that cannot be made (a bad client interceptor):
+                    # it must not end the dialling for good: log it and try again.
+                    self._failed(None, f"unexpected error: {type(exc).__name__}: {exc}")
                     logger.exception("raftgrpc: unexpected error on the stream to %s", self.target)
                 if self._stopped:
                     break
@@ -219,6 +220,12 @@ class PeerStream:
                 )
         except asyncio.TimeoutError:
             self._log_handshake_failure("no Welcome in time")
+        except asyncio.CancelledError:
+            if self._stopped:
+                raise
+            # grpc.aio raises CancelledError from a call this node cancelled (its liveness
+            # monitor, a queue reset, a redial): the stream ended here, by this node.
+            self._failed(grpc.StatusCode.CANCELLED, "cancelled by this node")
         except grpc.aio.AioRpcError as exc:
             self._log_failure(exc, established)
         except FrameError as exc:
@@ -252,6 +259,8 @@ class PeerStream:
             while True:
                 items = outbox.take(frame_bytes, 0)
                 if items:
+                    if call.done():
+                        return  # ended: the reader reports its status (a write would not)
                     await call.write(codec.request_frame_bytes(items))
                     monitor.sent(link)
                 elif link.broken:

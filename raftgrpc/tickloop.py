@@ -24,6 +24,10 @@ Rules that follow, and that the transport keeps:
   follows then returns at once instead of sleeping ``autoTickPeriod``.
 * Other threads hand work over with :meth:`post` (``call_soon_threadsafe``: it writes to the
   loop's self-pipe, which wakes the poller).
+* The loop is nobody else's business: whatever event loop the calling thread has running
+  (a program that builds or ticks its SyncObj inside ``asyncio.run``) is set aside while this
+  one runs and restored after, and SyncObj is called with no running loop
+  (:meth:`calling_syncobj`), so its callbacks see the thread as they would on TCPTransport.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ import sys
 import threading
 import time
 from asyncio import events
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 __all__ = ["MAX_ROUNDS", "MAX_RUN_S", "TickLoop"]
@@ -120,6 +125,20 @@ class _Loop(asyncio.SelectorEventLoop):
             sys.set_asyncgen_hooks(*hooks)
 
 
+@contextmanager
+def _aside() -> Iterator[None]:
+    """The calling thread's running event loop (if any) set aside for the block."""
+    outer = events._get_running_loop()
+    if outer is None:
+        yield
+        return
+    events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        events._set_running_loop(outer)
+
+
 class TickLoop:
     """An asyncio loop run by the thread that ticks SyncObj (see the module docstring).
 
@@ -139,6 +158,11 @@ class TickLoop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._poller: Any = None
+        self._owner: int | None = None  # the thread running the loop now, if any
+        self._outer: asyncio.AbstractEventLoop | None = None  # its own loop, set aside
+        self.before_poll_run: Callable[[], None] | None = None
+        """Called when the poller finds the loop's descriptors readable, before the loop runs
+        (outside the loop and outside SyncObj's tick callbacks)."""
         self._syncobj_work = False
         self._closed = False
         self.runs = 0
@@ -158,11 +182,9 @@ class TickLoop:
         return self._closed
 
     def owns_current_thread(self) -> bool:
-        """Whether the calling code runs inside this loop (a coroutine or a loop callback)."""
-        try:
-            return asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            return False
+        """Whether the calling code runs inside a run of this loop (a coroutine, a loop
+        callback, or SyncObj called from one of them)."""
+        return self._owner == threading.get_ident()
 
     # -- running -----------------------------------------------------------------------------
 
@@ -171,11 +193,18 @@ class TickLoop:
         thread runs the loop, or when called from inside the loop itself."""
         if self._closed or not self._lock.acquire(blocking=False):
             return
+        outer = self._outer = events._get_running_loop()
+        if outer is not None:
+            events._set_running_loop(None)  # the caller's own loop (see the module docstring)
+        self._owner = threading.get_ident()
         try:
             self._run_rounds()
         except Exception:  # never into SyncObj's tick thread
             logger.exception("raftgrpc: the event loop failed")
         finally:
+            self._owner = self._outer = None
+            if outer is not None:
+                events._set_running_loop(outer)
             self._lock.release()
 
     def run_from_tick(self) -> None:
@@ -209,8 +238,28 @@ class TickLoop:
             if asyncio.iscoroutine(awaitable):
                 awaitable.close()  # never awaited: say so without a warning
             raise RuntimeError(refusal)
-        with self._lock:
-            return self.loop.run_until_complete(asyncio.wait_for(awaitable, timeout))
+        with self._lock, _aside():
+            self._owner = threading.get_ident()
+            try:
+                return self.loop.run_until_complete(asyncio.wait_for(awaitable, timeout))
+            finally:
+                self._owner = None
+
+    @contextmanager
+    def calling_syncobj(self) -> Iterator[None]:
+        """Around a call into SyncObj from inside the loop: the thread shows the running loop
+        it had when it started this run (usually none), as it would on TCPTransport; so a
+        callback of the application may run its own (``asyncio.run`` in an
+        ``onStateChanged`` callback)."""
+        running = events._get_running_loop()
+        if running is not self.loop:
+            yield
+            return
+        events._set_running_loop(self._outer)
+        try:
+            yield
+        finally:
+            events._set_running_loop(running)
 
     def post(self, work: Callable[[], Any]) -> bool:
         """Run ``work`` on the loop soon (any thread); False once the loop is closed."""
@@ -227,7 +276,7 @@ class TickLoop:
         running (call from :meth:`run_until_complete`'s thread after it returned)."""
         if self._closed:
             return
-        with self._lock:
+        with self._lock, _aside():
             self._closed = True
             if self._poller is not None:
                 for sock in (self._selector, self._wake_r):
@@ -254,6 +303,7 @@ class TickLoop:
     # -- internals ---------------------------------------------------------------------------
 
     def _on_readable(self, _fd: int, _events: int) -> None:
+        self._before_poll_run()
         self.run()
 
     def _on_wake(self, _fd: int, _events: int) -> None:
@@ -262,7 +312,20 @@ class TickLoop:
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._before_poll_run()
         self.run()
+
+    def _before_poll_run(self) -> None:
+        hook = self.before_poll_run
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # never into SyncObj's tick thread
+                logger.exception("raftgrpc: error before running the event loop")
+
+    def wake(self) -> None:
+        """Make the poller come back at once (any thread)."""
+        self._wake()
 
     def _wake(self) -> None:
         try:

@@ -175,6 +175,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._bind_attempts = 0
         self._last_bind_attempt = float("-inf")
         self._closing = False
+        self._destroy_deferred = False  # destroy() was called from inside the event loop
         self._destroyed = False
         self.bound_port: int | None = None
         """The port the server listens on, once bound."""
@@ -388,14 +389,20 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         not tick concurrently)."""
         if self._closing:
             return
+        if self._tickloop.owns_current_thread():
+            # From a SyncObj callback that runs inside this transport's event loop (a message
+            # it delivers: with autoTick off, SyncObj.destroy() runs right there). The loop
+            # cannot be run to its end from inside it, nor tick callbacks changed while
+            # SyncObj runs them: finish when the poller next returns, which it does at once
+            # (as long as the node is still ticked).
+            if not self._destroy_deferred:
+                self._destroy_deferred = True
+                self.begin_shutdown()
+                self._tickloop.before_poll_run = self.destroy
+                self._tickloop.wake()
+            return
         self._closing = True
         self.begin_shutdown()
-        if self._tickloop.owns_current_thread():
-            # Called from inside the event loop (a callback of this transport): the loop
-            # cannot be run to the end from here; close what can be closed now.
-            logger.error("raftgrpc: destroy() called from inside the transport's event loop")
-            self._loop.create_task(self._shutdown())
-            return
         try:
             self._tickloop.run_until_complete(
                 self._shutdown(), timeout=2 * self._config.shutdown_grace_s + 10.0
@@ -498,8 +505,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def redial(self, node: Any) -> None:
         """Dial ``node`` now if no stream to it is established, instead of when the current
         backoff ends (the peer is known to be back); any thread."""
-        if not self._tickloop.owns_current_thread() and self._loop.is_running():
-            self._tickloop.post(lambda: self.redial(node))  # another thread runs the loop
+        if not self._tickloop.owns_current_thread():
+            self._tickloop.post(lambda: self.redial(node))  # on the loop, whoever runs it
             return
         peer = self._peers.get(node)
         if peer is not None and peer.link is None and peer.stream is not None:
@@ -571,7 +578,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             # In a context of its own: the stream's coroutine runs in its RPC's context, where
             # the tracing layer's span for the whole stream is current; SyncObj's reactions
             # to a message must not be taken for a traced message's (FrameTracer.on_send).
-            contextvars.Context().run(self._deliver, link, messages, carriers)
+            with self._tickloop.calling_syncobj():
+                contextvars.Context().run(self._deliver, link, messages, carriers)
         finally:
             meter.sub(nbytes)
         self._tickloop.note_syncobj_work()
@@ -583,6 +591,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         # SyncObj runs its Raft logic (append-entries rounds included) before its tick
         # callbacks: when the previous tick's callbacks ran after a deferred link's due
         # time, this tick's round started after it too, and saw the peer disconnected.
+        if self._destroy_deferred:
+            return  # destroy() finishes from the poller, outside SyncObj's tick callbacks
         previous, self._last_tick_at = self._last_tick_at, time.monotonic()
         for service in self._services:
             guarded(logger, service.on_tick, "ticking a service")
@@ -682,7 +692,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         peer.link = link
         peer.reset = None
         self._tickloop.note_syncobj_work()
-        self._onNodeConnected(peer.node)
+        with self._tickloop.calling_syncobj():
+            self._onNodeConnected(peer.node)
 
     def _on_lost(self, peer: _Peer, link: Link) -> None:
         self._disconnected(peer, link)
@@ -708,7 +719,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._readonly[link.peer] = peer
         self._inbound[link.peer] = link
         self._tickloop.note_syncobj_work()
-        self._onReadonlyNodeConnected(link.peer)
+        with self._tickloop.calling_syncobj():
+            self._onReadonlyNodeConnected(link.peer)
 
     def _on_inbound_close(self, link: Link) -> None:
         node = link.peer
@@ -728,11 +740,12 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         node = peer.node
         if self._inbound.get(node) is link:
             del self._inbound[node]
-        if self._readonly.get(node) is peer:
-            del self._readonly[node]
-            self._onReadonlyNodeDisconnected(node)
-        else:
-            self._onNodeDisconnected(node)
+        with self._tickloop.calling_syncobj():
+            if self._readonly.get(node) is peer:
+                del self._readonly[node]
+                self._onReadonlyNodeDisconnected(node)
+            else:
+                self._onNodeDisconnected(node)
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -41,8 +41,13 @@ def grpc_owned(thread: threading.Thread) -> bool:
 
 
 def thread_ids() -> set[int]:
-    """The idents of this process's threads but gRPC's own (:func:`grpc_owned`)."""
-    return {t.ident for t in threading.enumerate() if not grpc_owned(t) and t.ident is not None}
+    """The idents of this process's threads but grpc.aio's completion-queue poller (one per
+    process, started by the first grpc.aio object and kept by gRPC)."""
+    return {
+        t.ident
+        for t in threading.enumerate()
+        if not t.name.endswith("(_poll_wrapper)") and t.ident is not None
+    }
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -255,7 +255,8 @@ class Usage:
     rss: int
     fds: int
     server_threads: int = 0
-    """Python threads of the nodes' gRPC server pools (named raftgrpc-server*)."""
+    """Python threads of raftgrpc's (named raftgrpc-*: the pool that runs services written
+    for grpcio's synchronous API; a node serves its streams on its tick thread)."""
 
 
 @dataclass
@@ -287,7 +288,7 @@ def usage() -> Usage:
         proc.num_threads(),
         proc.memory_info().rss,
         proc.num_fds(),
-        sum(1 for t in threads if t.name.startswith("raftgrpc-server")),
+        sum(1 for t in threads if t.name.startswith("raftgrpc-")),
     )
 
 

@@ -13,19 +13,24 @@ pytestmark = pytest.mark.timeout(120)
 # A connection on a fresh process; gRPC's "tcp" tracer names the source file of the
 # endpoint that carries it: tcp_posix.cc (the poll engine), or files under event_engine/.
 PROGRAM = """
-import sys
+import asyncio, os, sys
 if sys.argv[1] == "grpc-first":
     import grpc
 import raftgrpc
 import grpc
-from concurrent import futures
-server = grpc.server(futures.ThreadPoolExecutor(1))
-port = server.add_insecure_port("127.0.0.1:0")
-server.start()
-with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-    grpc.channel_ready_future(channel).result(timeout=20)
-server.stop(None)
+import grpc.aio
+
+async def connect():  # the API the transport uses
+    server = grpc.aio.server()
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+    await server.stop(None)
+
+asyncio.run(connect())
 print(raftgrpc.grpcenv.event_engine())
+print(os.environ.get("GRPC_EXPERIMENTS", "unset"))
 """
 
 
@@ -41,7 +46,9 @@ def run(mode: str, **env: str) -> tuple[str, str]:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip(), done.stderr
+    state, environment = done.stdout.strip().splitlines()
+    assert environment == env.get("GRPC_EXPERIMENTS", "unset")  # children inherit nothing
+    return state, done.stderr
 
 
 def test_import_raftgrpc_turns_the_event_engine_off() -> None:

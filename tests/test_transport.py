@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import pickle
 import socket
 import threading
@@ -11,11 +13,11 @@ from typing import Any
 
 import grpc
 import pytest
-from pysyncobj import SyncObjConf
+from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj import pickle as pysyncobj_pickle
 from pysyncobj.node import TCPNode
 
-from raftgrpc import ConfigError, GrpcTransport, TransportConfig
+from raftgrpc import ConfigError, GrpcTransport, Middleware, TransportConfig
 from tests.helpers import free_port, thread_ids, wait_until
 from tests.host import Host, pair
 
@@ -36,8 +38,9 @@ def test_a_broken_stream_is_reported_inside_send(hosts: list[Host]) -> None:
     a, _b, _, b_addr = pair(hosts, TransportConfig())
     peer = a.transport._peers[TCPNode(b_addr)]
     assert peer.link is not None
-    # The link breaks (the liveness monitor cancels it, or its call fails) and SyncObj has
-    # not been told yet: the stream's coroutine reports it only when a's loop runs next.
+    # The link breaks outside a run of a's event loop (the liveness monitor cancels it, or a
+    # queue reset does) and SyncObj has not been told yet: the stream's coroutine would
+    # report it when a's loop runs next; a send() before that reports it at once.
     peer.link.cancel()
     assert ("disconnected", b_addr) not in a.events
     a.tick_thread = threading.current_thread()
@@ -247,8 +250,6 @@ def test_a_redialled_stream_is_reported_two_append_entries_periods_after_the_los
 
 
 def test_a_failing_service_releases_what_the_transport_had_started() -> None:
-    from raftgrpc import Middleware
-
     def broken(ctx: Any) -> Any:
         raise RuntimeError("this service cannot start")
 
@@ -331,3 +332,124 @@ def test_syncobj_failures_are_errors_except_unpickling_a_big_entrys_finish_chunk
     assert "'finish'" in quiet.getMessage()
     assert loud.levelname == "ERROR" and loud.exc_info is not None
     assert vote.levelname == "ERROR" and "request_vote" in vote.getMessage()
+
+
+class _Value(SyncObj):  # type: ignore[misc]
+    def __init__(self, me: str, others: list[str], conf: SyncObjConf) -> None:
+        super().__init__(me, others, conf, transportClass=GrpcTransport)
+        self.value = None
+
+    @replicated  # type: ignore[misc]
+    def set(self, value: Any) -> None:
+        self.value = value
+
+
+def test_a_program_running_its_own_asyncio_loop_builds_ticks_and_is_called_back_in_it() -> None:
+    """The transport's event loop is its own: a program that builds and ticks its nodes
+    (autoTick off) inside asyncio.run works, and SyncObj's callbacks see the program's loop
+    as the running one, as they would on TCPTransport (found by review)."""
+    seen: list[Any] = []
+
+    async def main() -> None:
+        mine = asyncio.get_running_loop()
+        a_addr, b_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+
+        def conf() -> SyncObjConf:
+            return SyncObjConf(
+                autoTick=False,
+                onStateChanged=lambda old, new: seen.append(asyncio.get_running_loop() is mine),
+            )
+
+        nodes = [_Value(a_addr, [b_addr], conf()), _Value(b_addr, [a_addr], conf())]
+        try:
+            deadline = time.monotonic() + 20
+            while not any(n._isLeader() for n in nodes):
+                assert time.monotonic() < deadline, "no leader"
+                for n in nodes:
+                    n.doTick(0.001)
+            leader = next(n for n in nodes if n._isLeader())
+            leader.set(7, callback=lambda res, err: None)
+            while not all(n.value == 7 for n in nodes):
+                assert time.monotonic() < deadline, "not committed"
+                for n in nodes:
+                    n.doTick(0.001)
+        finally:
+            for n in nodes:
+                n.destroy()
+
+    asyncio.run(main())
+    assert seen and all(seen), seen  # state changes, some of them inside a delivery
+
+
+def test_destroy_from_a_callback_inside_the_event_loop_finishes_at_the_next_poll() -> None:
+    """With autoTick off SyncObj.destroy() runs where it is called: a callback that runs
+    inside the transport's event loop (a message being delivered). It cannot finish there
+    (nor remove a tick callback while SyncObj runs them): it finishes when the node is next
+    ticked, and releases everything (found by review: it deadlocked the tick thread)."""
+    a_addr, b_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    destroyed: list[Any] = []
+
+    def on_state(node: list[Any]) -> Any:
+        def changed(old: int, new: int) -> None:
+            if new == 2 and not destroyed:  # became leader: on receiving a vote, in the loop
+                transport = node[0]._SyncObj__transport
+                assert transport._tickloop.owns_current_thread()
+                destroyed.append(node[0])
+                node[0].destroy()
+
+        return changed
+
+    holders: list[list[Any]] = [[], []]
+    nodes = []
+    for holder, (me, other) in zip(holders, [(a_addr, b_addr), (b_addr, a_addr)], strict=True):
+        node = _Value(me, [other], SyncObjConf(autoTick=False, onStateChanged=on_state(holder)))
+        holder.append(node)
+        nodes.append(node)
+    try:
+        deadline = time.monotonic() + 20
+        while not destroyed:
+            assert time.monotonic() < deadline, "no leader"
+            for n in nodes:
+                n.doTick(0.001)
+        gone = destroyed[0]._SyncObj__transport
+        port = gone.bound_port
+        for _ in range(10):  # the next ticks finish the destroy (no deadlock)
+            destroyed[0].doTick(0.001)
+        assert gone._destroyed and gone._tickloop.closed
+        with socket.socket() as probe:  # nothing listens on its port any more
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+            probe.listen()
+    finally:
+        for n in nodes:
+            if n is not (destroyed[0] if destroyed else None):
+                n.destroy()
+
+
+def test_a_channel_that_cannot_be_made_is_retried_not_the_end_of_the_peer(
+    hosts: list[Host], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure while making a peer's channel is logged and retried with backoff (found by
+    review: it ended the peer's dialling for good, silently)."""
+    failures = [RuntimeError("no channel this time")]
+
+    class Flaky(GrpcTransport):
+        def _dial(self, target: str) -> Any:
+            if failures:
+                raise failures.pop()
+            return super()._dial(target)
+
+    with caplog.at_level(logging.ERROR, logger="raftgrpc.peer"):
+        a, _b, _, b_addr = pair(hosts, TransportConfig(), factory=Flaky)
+    assert not failures  # the first channel failed...
+    assert ("connected", b_addr) in a.events  # ...and the peer was dialled again
+    assert any("unexpected error on the stream" in r.getMessage() for r in caplog.records)
+
+
+def test_client_interceptors_of_the_synchronous_api_are_refused_for_the_nodes_channels() -> None:
+    class Sync(grpc.StreamStreamClientInterceptor):  # type: ignore[misc]
+        def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+            return continuation(details, requests)
+
+    with pytest.raises(ConfigError, match=r"not a grpc\.aio client interceptor"):
+        Middleware(client_interceptors=(Sync(),))

@@ -37,9 +37,7 @@ for _p in (str(ROOT / "bench"), str(ROOT / "tests" / "cluster"), str(ROOT)):
 
 import argparse  # noqa: E402
 
-import psutil  # noqa: E402
-from harness import Cluster  # noqa: E402
-from run import LOAD_CONF, machine_info  # noqa: E402
+from run import latency_cluster, machine_info, measured_load  # noqa: E402
 
 CONFIGS: list[tuple[str, str, bool]] = [
     # name, node.py transport spec, EventEngine on
@@ -59,29 +57,11 @@ def run_once(spec: str, event_engine: bool, seconds: float, workdir: Path) -> di
         [str(ROOT / "bench"), *filter(None, [saved["PYTHONPATH"]])]
     )
     os.environ["RAFTGRPC_EVENT_ENGINE"] = "on" if event_engine else "off"
-    cluster = Cluster(spec, workdir)
+    cluster, nodes, leader = latency_cluster(spec, workdir)
     try:
-        nodes = cluster.start_cluster(3, batch=0, conf=LOAD_CONF)
-        leader = cluster.wait_leader()
-        cluster.write_many(leader, {f"warmup-{i}": i for i in range(200)})
-        procs = [psutil.Process(n.proc.pid) for n in nodes if n.proc is not None]
-        before = [p.cpu_times() for p in procs]
-        reply = leader.ctl(
-            "bench_load",
-            timeout=seconds + 120.0,
-            seconds=seconds,
-            inflight=1,
-            payload_bytes=10,
-            payload_kind="random",
-            prefix="b",
-            drain_timeout=30.0,
-        )
-        after = [p.cpu_times() for p in procs]
-        if not reply.get("ok") or not reply.get("committed"):
-            raise RuntimeError(f"bench_load failed: {reply}")
-        cpu = sum(
-            (b.user + b.system) - (a.user + a.system) for a, b in zip(before, after, strict=True)
-        )
+        reply, cpu = measured_load(nodes, leader, seconds, inflight=1, payload=10)
+        if not reply.get("committed"):
+            raise RuntimeError(f"nothing committed: {reply}")
         return {
             "p50_ms": reply["p50_ms"],
             "p99_ms": reply["p99_ms"],
