@@ -35,7 +35,8 @@ class FrameObserver(Protocol):
         carrier: Mapping[str, str] | None,
         nbytes: int,
     ) -> contextlib.AbstractContextManager[None]:
-        """Wraps the delivery of one received message to SyncObj."""
+        """Wraps the delivery to SyncObj of one received message that carries a trace
+        context (``on_send`` returned one on the sender)."""
 
 
 NodeCallCredentials = Callable[[str], grpc.CallCredentials]

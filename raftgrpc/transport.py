@@ -122,7 +122,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._conf = syncObj.conf
         self._self_node = selfNode
         self.node_id: str = selfNode.id if selfNode is not None else ""
-        self._members: dict[str, Any] = {}  # id -> Node; read by gRPC threads
+        self._members: dict[str, Any] = {}  # id -> Node; read by the servicer (on the loop)
         self._peers: dict[Any, _Peer] = {}  # members; tick thread only
         self._readonly: dict[Any, _Peer] = {}  # read-only followers; tick thread only
         self._inbound: dict[Any, Link] = {}  # peer -> stream whose messages are delivered
@@ -130,7 +130,6 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         # Streams established too soon after a disconnect (see _on_established).
         self._deferred: list[tuple[float, _Peer, Link]] = []
         self._readonly_ids = itertools.count()
-        self._readonly_ids_lock = threading.Lock()
         self._encoder = BatchEncoder()
         self.outbound_meter = ByteMeter()
         """Bytes queued in memory for all peers (``peak`` is the most ever held)."""
@@ -538,18 +537,15 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def open_inbound(self, peer: Any | None, cancel: Any = None) -> Link:
         """Register an inbound stream; ``peer`` None is a new read-only follower. ``cancel``
         ends the stream's RPC: set before the tick thread can refuse the link."""
-        if peer is not None:
-            link = Link(peer, self._new_outbox())
-            if cancel is not None:
-                link.set_canceller(cancel)
-            self._on_inbound_open(link)
-            return link
-        with self._readonly_ids_lock:
-            node = Node(str(next(self._readonly_ids)))
-        link = Link(node, self._new_outbox())
+        link = Link(
+            Node(str(next(self._readonly_ids))) if peer is None else peer, self._new_outbox()
+        )
         if cancel is not None:
             link.set_canceller(cancel)
-        self._on_readonly_open(link)
+        if peer is None:
+            self._on_readonly_open(link)
+        else:
+            self._on_inbound_open(link)
         return link
 
     def close_inbound(self, link: Link) -> None:
@@ -652,6 +648,12 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         observer = self._observer
         assert observer is not None
         for message, carrier in zip(messages, carriers, strict=True):
+            if carrier is None:  # most messages of a frame that carries some trace context
+                try:
+                    self._onMessageReceived(node, message)
+                except Exception:
+                    _log_syncobj_failure(message)
+                continue
             try:
                 span = observer.on_receive(node.id, message, carrier, 0)
                 span.__enter__()

@@ -321,13 +321,14 @@ class FrameTracer:
     """raftgrpc's spans for Raft messages on the long-lived streams (a ``FrameObserver``).
 
     ``on_send`` samples a ``sample_ratio`` share of the messages, and every message sent while
-    a sampled span is current (a reaction to a traced message); for those it records a
-    PRODUCER span ``raftgrpc.send <type>`` and returns the W3C carrier to put in the message.
+    one of its receive spans is current (a reaction to a traced message); for those it
+    records a PRODUCER span ``raftgrpc.send <type>`` and returns the W3C carrier to put in the
+    message.
     ``on_receive`` turns a received carrier into a CONSUMER span ``raftgrpc.receive <type>``,
     current while SyncObj handles the message, so its replies continue the trace.
     """
 
-    __slots__ = ("_node", "_propagator", "_random", "_ratio", "_tracer")
+    __slots__ = ("_node", "_propagator", "_random", "_ratio", "_receiving", "_tracer")
 
     def __init__(
         self,
@@ -347,11 +348,14 @@ class FrameTracer:
         self._node = node_id
         self._propagator = propagator
         self._random = (rng if rng is not None else random.Random()).random
+        self._receiving = 0  # receive spans current now (SyncObj reacting to a traced message)
 
     def on_send(self, peer: str, message: dict[str, Any], nbytes: int) -> dict[str, str] | None:
         """Called for each Raft message sent; returns the W3C carrier of its span, or None
         when the message is not traced (the common case: one ``random()`` call)."""
         if self._random() >= self._ratio:
+            if not self._receiving:
+                return None  # the common case: one random() call
             current = trace.get_current_span()
             if not current.is_recording() or not current.get_span_context().trace_flags.sampled:
                 return None
@@ -404,7 +408,11 @@ class FrameTracer:
             record_exception=True,
             set_status_on_exception=True,
         ):
-            yield
+            self._receiving += 1
+            try:
+                yield
+            finally:
+                self._receiving -= 1
 
     def _attributes(self, peer: str, message: dict[str, Any], nbytes: int) -> dict[str, Any]:
         attributes: dict[str, Any] = {
