@@ -14,6 +14,7 @@ from raftgrpc import codec
 from raftgrpc.guard import ChunkGuard
 from raftgrpc.handshake import PROTOCOL_VERSION
 from raftgrpc.outbox import Outbox
+from raftgrpc.resend import ResendFilter
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = [
@@ -59,14 +60,25 @@ class Link:
     ``outbox`` holds what is waiting to be sent on it. A link is *broken* once its stream
     failed or was reset; it is never reused: the next stream to the same peer is a new link,
     so nothing queued for a broken stream can leak onto its successor. ``last_seen`` is the
-    monotonic time anything last arrived on it (see :mod:`raftgrpc.liveness`).
+    monotonic time anything last arrived on it (see :mod:`raftgrpc.liveness`); ``resends``
+    what entries it carries (:mod:`raftgrpc.resend`).
 
     The stream's writer (a coroutine on the transport's event loop) waits in
     :meth:`wait_for_work` when there is nothing to send; :meth:`kick` (anything queued,
     the stream broken, a pulse due) wakes it. Both run on the event loop's thread.
     """
 
-    __slots__ = ("_broken", "_cancel", "_waiter", "id", "last_seen", "outbox", "peer", "pulse_due")
+    __slots__ = (
+        "_broken",
+        "_cancel",
+        "_waiter",
+        "id",
+        "last_seen",
+        "outbox",
+        "peer",
+        "pulse_due",
+        "resends",
+    )
 
     def __init__(self, peer: Any, outbox: Outbox) -> None:
         self.id = next(_ids)
@@ -74,6 +86,7 @@ class Link:
         self.outbox = outbox
         self.last_seen = time.monotonic()
         self.pulse_due = False
+        self.resends = ResendFilter()
         self._broken = False
         self._cancel: Callable[[], Any] | None = None
         self._waiter: asyncio.Future[None] | None = None

@@ -486,6 +486,11 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
                     _NAMES[index],
                 )
                 return
+            if message.get("type") == "next_node_idx" and message.get("reset"):
+                # The follower lacks what was sent to it, perhaps on the path it did not
+                # answer on: both paths may send it all again (raftgrpc.resend).
+                for transport in self._transports:
+                    _forget_sent(transport, node)
         self._onMessageReceived(node, message)
 
     def _readonly_came(self, index: int, inner_node: Any) -> None:
@@ -604,6 +609,9 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         return None
 
     def _take(self, route: _Route, index: int, now: float) -> None:
+        # The path may have been idle while the other one carried entries, some of them
+        # repeats that made the follower drop what this path carried before.
+        _forget_sent(self._transports[index], route.node)
         route.active = index
         route.activated_at = now
         route.in_snapshot = False
@@ -679,3 +687,11 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         if suppressed:
             msg += f" ({suppressed} more suppressed)"
         logger.log(level, msg, *args)
+
+
+def _forget_sent(transport: Any, node: Any) -> None:
+    """Have ``transport`` (if it filters repeats, :mod:`raftgrpc.resend`) send ``node``
+    everything again."""
+    forget = getattr(transport, "forget_sent", None)
+    if forget is not None:
+        forget(node)

@@ -174,6 +174,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._bind_attempts = 0
         self._last_bind_attempt = float("-inf")
         self._closing = False
+        self._redundant_sends = 0  # append entries not sent: their stream carries them
         self._destroy_deferred = False  # destroy() was called from inside the event loop
         self._destroyed = False
         self.bound_port: int | None = None
@@ -313,6 +314,11 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if link.broken:
             self._disconnected(peer, link)
             return False
+        if link.resends.redundant(message):
+            # Entries this stream already carries, sent again after an acknowledgement set
+            # the follower's nextIndex back (raftgrpc.resend): the follower gets them once.
+            self._redundant_sends += 1
+            return True
         try:
             data = self._encoder.encode(message)
         except codec.CodecError as exc:
@@ -501,6 +507,13 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         code, reason, failed_at = failure
         return PeerUnreachable(node.id, reason, code, failed_at)
 
+    def forget_sent(self, node: Any) -> None:
+        """Let the entries the stream to ``node`` carried be sent on it again (tick thread):
+        the node may lack them (:mod:`raftgrpc.resend`)."""
+        peer = self._peers.get(node) or self._readonly.get(node)
+        if peer is not None and peer.link is not None:
+            peer.link.resends.forget()
+
     def redial(self, node: Any) -> None:
         """Dial ``node`` now if no stream to it is established, instead of when the current
         backoff ends (the peer is known to be back); any thread."""
@@ -526,6 +539,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             "peak_inbound_buffered_bytes": self._inbound_meter.peak,
             "connected_peers": sum(1 for p in peers if p.link is not None),
             "readonly_peers": len(self._readonly),
+            "redundant_sends_dropped": self._redundant_sends,
         }
 
     # -- InboundSink, called by the servicer on the event loop (the tick thread) -------------
@@ -630,6 +644,10 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             )
             link.cancel()
             return
+        for message in messages:
+            if message["type"] == "next_node_idx" and message["reset"]:
+                # The follower lacks what we sent it, or refused it: send it all again.
+                self.forget_sent(node)
         if carriers is not None and self._observer is not None:
             self._deliver_traced(node, messages, carriers)
             return

@@ -453,3 +453,36 @@ def test_client_interceptors_of_the_synchronous_api_are_refused_for_the_nodes_ch
 
     with pytest.raises(ConfigError, match=r"not a grpc\.aio client interceptor"):
         Middleware(client_interceptors=(Sync(),))
+
+
+def test_entries_a_stream_carries_are_sent_once_until_the_follower_asks_again(
+    hosts: list[Host],
+) -> None:
+    """A leader rewinds after every acknowledgement and sends its in-flight entries again
+    (raftgrpc.resend): the follower gets each entry once, in order, and the repeats are
+    counted; once the follower answers with a reset, the same entries go out again."""
+    a, b, a_addr, b_addr = pair(hosts, TransportConfig())
+    node = TCPNode(b_addr)
+    a.tick_thread = threading.current_thread()
+    for i in range(10):  # entries 1..10, each sent after the previous one
+        assert a.transport.send(node, entries_message(i, 100))
+    for i in range(3, 10):  # an acknowledgement of entry 3: entries 4..10 sent again
+        assert a.transport.send(node, entries_message(i, 100))
+    b.tick_until(lambda: len(b.messages) >= 10, 10, "ten entries at b", also=(a,))
+    heartbeat = {**entries_message(10, 0), "entries": []}  # never dropped
+    a.tick_thread = threading.current_thread()
+    assert a.transport.send(node, heartbeat)
+    b.tick_until(lambda: len(b.messages) >= 11, 10, "the heartbeat at b", also=(a,))
+    assert [m["prevLogIdx"] for _, m in b.messages] == list(range(11))
+    assert a.transport.stats()["redundant_sends_dropped"] == 7
+    # b lost entries 6..10 (say it truncated them): it asks for them from 6.
+    b.tick_thread = threading.current_thread()
+    reset = {"type": "next_node_idx", "next_node_idx": 6, "reset": True, "success": False}
+    assert b.transport.send(TCPNode(a_addr), reset)
+    a.tick_until(lambda: a.messages != [], 10, "the reset at a", also=(b,))
+    a.tick_thread = threading.current_thread()
+    for i in range(5, 10):
+        assert a.transport.send(node, entries_message(i, 100))
+    b.tick_until(lambda: len(b.messages) >= 16, 10, "the entries again at b", also=(a,))
+    assert [m["prevLogIdx"] for _, m in b.messages[11:]] == list(range(5, 10))
+    assert a.transport.stats()["redundant_sends_dropped"] == 7
