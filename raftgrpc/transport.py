@@ -175,6 +175,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._last_bind_attempt = float("-inf")
         self._closing = False
         self._redundant_sends = 0  # append entries not sent: their stream carries them
+        self._trimmed_sends = 0  # append entries sent without the entries the stream carries
         self._destroy_deferred = False  # destroy() was called from inside the event loop
         self._destroyed = False
         self.bound_port: int | None = None
@@ -314,14 +315,19 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if link.broken:
             self._disconnected(peer, link)
             return False
-        if link.resends.redundant(message):
-            # Entries this stream already carries, sent again after an acknowledgement set
-            # the follower's nextIndex back (raftgrpc.resend): the follower gets them once.
+        # Entries this stream already carries, sent again after an acknowledgement set the
+        # follower's nextIndex back, are not sent twice (raftgrpc.resend).
+        trimmed = link.resends.filter(message, time.monotonic())
+        if trimmed is None:
             self._redundant_sends += 1
             return True
+        if trimmed is not message:
+            self._trimmed_sends += 1
+            message = trimmed
         try:
             data = self._encoder.encode(message)
         except codec.CodecError as exc:
+            link.resends.forget()  # what it noted was not sent
             logger.error("raftgrpc: cannot encode a message for %s: %s", node, exc)
             return False
         if self._observer is not None:
@@ -333,6 +339,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                 logger.exception("raftgrpc: the frame observer failed; sending untraced")
         if len(data) > self._max_item_bytes:
             # gRPC would refuse the frame and reset the stream each time SyncObj resends it.
+            link.resends.forget()
             logger.error(
                 "raftgrpc: dropping a %s message of %d bytes for %s: above max_message_bytes",
                 message.get("type"),
@@ -540,6 +547,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             "connected_peers": sum(1 for p in peers if p.link is not None),
             "readonly_peers": len(self._readonly),
             "redundant_sends_dropped": self._redundant_sends,
+            "redundant_sends_trimmed": self._trimmed_sends,
         }
 
     # -- InboundSink, called by the servicer on the event loop (the tick thread) -------------

@@ -80,6 +80,7 @@ class Stub(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self.destroyed = 0
         self.error: PeerUnreachable | None = None
         self.readonly: set[Any] = set()
+        self.forgotten: list[Any] = []
 
     # the Transport contract
     def send(self, node: Any, message: Any) -> bool:
@@ -101,6 +102,9 @@ class Stub(Transport):  # type: ignore[misc]  # pysyncobj is untyped
 
     def peer_error(self, node: Any) -> PeerUnreachable | None:
         return self.error
+
+    def forget_sent(self, node: Any) -> None:  # as GrpcTransport's (raftgrpc.resend)
+        self.forgotten.append(node)
 
     # what the test fires
     def up(self, node: Any) -> None:
@@ -585,6 +589,25 @@ def test_a_straggler_on_the_other_path_is_dropped_until_the_first_path_is_quiet(
     assert r.m.dropped_stragglers == 2
     assert r.messages == [(PEER, m) for m in (msgs[0], msgs[1], msgs[3], msgs[4])]
     assert r.m.stats()["dropped_stragglers"] == 2
+
+
+def test_a_reset_heard_on_either_path_lets_both_paths_send_everything_again(
+    rigs: Callable[..., Rig],
+) -> None:
+    """The leader sends on the primary; the follower answers on the secondary: its reset
+    must reach the primary's memory of what it carried (raftgrpc.resend), or the primary
+    would keep dropping the entries the follower asks for."""
+    r = rigs()
+    r.p.up(r.node)
+    r.tick_until(lambda: r.events == [CONNECTED], "the peer connected on the primary")
+    assert r.p.forgotten == [r.node] and r.s.forgotten == []  # a path taken starts afresh
+    success = {"type": "next_node_idx", "next_node_idx": 4, "reset": False, "success": True}
+    reset = {"type": "next_node_idx", "next_node_idx": 3, "reset": True, "success": False}
+    r.s.receive(r.node, success)
+    assert r.p.forgotten == [r.node] and r.s.forgotten == []
+    r.s.receive(r.node, reset)
+    assert r.messages == [(PEER, success), (PEER, reset)]
+    assert r.p.forgotten == [r.node, r.node] and r.s.forgotten == [r.node]
 
 
 def test_a_transfer_begun_on_one_path_is_never_continued_from_the_other(

@@ -486,3 +486,18 @@ def test_entries_a_stream_carries_are_sent_once_until_the_follower_asks_again(
     b.tick_until(lambda: len(b.messages) >= 16, 10, "the entries again at b", also=(a,))
     assert [m["prevLogIdx"] for _, m in b.messages[11:]] == list(range(5, 10))
     assert a.transport.stats()["redundant_sends_dropped"] == 7
+    # A batch reaching past what the stream carries goes out trimmed to what is new.
+    a.tick_thread = threading.current_thread()
+    batch = {**entries_message(7, 0), "entries": [(b"e", i, 1) for i in range(8, 13)]}
+    assert a.transport.send(node, batch)
+    b.tick_until(lambda: len(b.messages) >= 17, 10, "the batch at b", also=(a,))
+    got = b.messages[16][1]
+    assert got["prevLogIdx"] == 10 and [e[1] for e in got["entries"]] == [11, 12]
+    assert a.transport.stats()["redundant_sends_trimmed"] == 1
+    # A message that cannot be sent is not taken as carried.
+    a.tick_thread = threading.current_thread()
+    bad = {**entries_message(12, 100), "unknown": 1}
+    assert a.transport.send(node, bad) is False  # the codec refuses it
+    assert a.transport.send(node, entries_message(12, 100))
+    b.tick_until(lambda: len(b.messages) >= 18, 10, "entry 13 at b", also=(a,))
+    assert b.messages[17][1]["prevLogIdx"] == 12
