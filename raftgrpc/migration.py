@@ -486,11 +486,11 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
                     _NAMES[index],
                 )
                 return
-            if message.get("type") == "next_node_idx" and message.get("reset"):
-                # The follower lacks what was sent to it, perhaps on the path it did not
-                # answer on: both paths may send it all again (raftgrpc.resend).
+            if message.get("type") == "next_node_idx":
+                # The follower answers what was sent to it, perhaps on the path it did not
+                # answer on: both paths hear of it (raftgrpc.resend).
                 for transport in self._transports:
-                    _forget_sent(transport, node)
+                    _heard_reply(transport, node, message)
         self._onMessageReceived(node, message)
 
     def _readonly_came(self, index: int, inner_node: Any) -> None:
@@ -687,6 +687,14 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
         if suppressed:
             msg += f" ({suppressed} more suppressed)"
         logger.log(level, msg, *args)
+
+
+def _heard_reply(transport: Any, node: Any, message: dict[str, Any]) -> None:
+    """Tell ``transport`` (if it filters repeats, :mod:`raftgrpc.resend`) what ``node``
+    answered."""
+    heard = getattr(transport, "heard_reply", None)
+    if heard is not None:
+        heard(node, message)
 
 
 def _forget_sent(transport: Any, node: Any) -> None:

@@ -28,11 +28,14 @@ with a reset (``next_node_idx`` with ``reset``) to the next message that passes,
 clears the memory (:meth:`ResendFilter.forget`); heartbeats and entries past the range
 always pass. A broken stream takes its filter with it. And should a reset not reach the
 filter (a transport wrapping this one that does not forward it), the memory is trusted only
-while the range keeps growing: after ``stale_after_s`` without growth the filter forgets.
+while the follower acknowledges: with no success for ``stale_after_s`` the filter forgets
+before it would drop or trim (a leader goes back only when acknowledged or refused, so a
+healthy follower's acknowledgements always precede the repeats they cause).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["ResendFilter"]
@@ -42,14 +45,14 @@ class ResendFilter:
     """Per-stream memory of the log entries sent on it (pure: no I/O, the clock passed in,
     one thread)."""
 
-    __slots__ = ("_base", "_grown_at", "_stale_after", "_term", "_through", "_unit")
+    __slots__ = ("_base", "_confirmed_at", "_stale_after", "_term", "_through", "_unit")
 
     def __init__(self, stale_after_s: float = 1.0) -> None:
         self._stale_after = stale_after_s
         self._term: Any = None  # the term of the messages remembered; None: nothing
         self._base = 0  # the prevLogIdx the remembered range starts after
         self._through = 0  # the last index of the remembered range
-        self._grown_at = 0.0  # when ``_through`` last grew
+        self._confirmed_at = -math.inf  # when the follower last acknowledged something
         # The big entry whose chunks are being sent: (term, prevLogIdx, dropping it).
         self._unit: tuple[Any, Any, bool] | None = None
 
@@ -57,6 +60,12 @@ class ResendFilter:
         """Remember nothing: the follower may lack what the stream carried."""
         self._term = None
         self._unit = None
+
+    def confirmed(self, now: float) -> None:
+        """The follower acknowledged something (``next_node_idx`` with ``success``) at
+        monotonic time ``now``: it is reading the stream, and what it refused it answered
+        with a reset, so what is remembered stays trusted for ``stale_after_s``."""
+        self._confirmed_at = now
 
     def filter(self, message: dict[str, Any], now: float) -> dict[str, Any] | None:
         """What to send for ``message`` (about to be sent at monotonic time ``now``):
@@ -86,19 +95,21 @@ class ResendFilter:
         else:
             entries = message.get("entries")
             last = entries[-1][1] if entries else prev
-        if now - self._grown_at >= self._stale_after:
-            self.forget()  # not grown for a while: a reset may have been missed
         inside = term == self._term and self._base <= prev <= self._through
+        if inside and prev < self._through and now - self._confirmed_at >= self._stale_after:
+            # It would drop or trim, yet the follower acknowledged nothing for a while: it
+            # may be refusing everything and its resets not reach this filter.
+            self.forget()
+            inside = False
         if inside and prev < last <= self._through:
             self._unit = (term, prev, True) if transmission == "start" else None
             return None
         self._unit = (term, prev, False) if transmission == "start" else None
         if not inside:  # not contiguous with what is remembered: start over from here
             self._term, self._base, self._through = term, prev, prev
-            self._grown_at = now
         elif entries and prev < self._through:  # it reaches past the range: trim it
             cut = self._through - prev  # entries[:cut] are carried, the last at ``through``
-            if entries[cut - 1][1] == self._through:  # (PySyncObj's entries are contiguous)
+            if cut <= len(entries) and entries[cut - 1][1] == self._through:  # contiguous
                 message = {
                     **message,
                     "prevLogIdx": self._through,
@@ -107,7 +118,5 @@ class ResendFilter:
                 }
         # The follower, having this message, holds the range up to ``last`` and nothing
         # after it (it truncates after prevLogIdx), whether ``last`` extends the range or not.
-        if last > self._through:
-            self._grown_at = now
         self._through = last
         return message

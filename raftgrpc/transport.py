@@ -514,6 +514,18 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         code, reason, failed_at = failure
         return PeerUnreachable(node.id, reason, code, failed_at)
 
+    def heard_reply(self, node: Any, message: dict[str, Any]) -> None:
+        """Tell the stream to ``node`` what ``node`` answered (a ``next_node_idx``; tick
+        thread): a reset lets what the stream carried be sent again, a success keeps it
+        trusted (:mod:`raftgrpc.resend`)."""
+        peer = self._peers.get(node) or self._readonly.get(node)
+        if peer is None or peer.link is None:
+            return
+        if message.get("reset"):
+            peer.link.resends.forget()  # the follower lacks what we sent it, or refused it
+        elif message.get("success"):
+            peer.link.resends.confirmed(time.monotonic())
+
     def forget_sent(self, node: Any) -> None:
         """Let the entries the stream to ``node`` carried be sent on it again (tick thread):
         the node may lack them (:mod:`raftgrpc.resend`)."""
@@ -653,9 +665,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             link.cancel()
             return
         for message in messages:
-            if message["type"] == "next_node_idx" and message["reset"]:
-                # The follower lacks what we sent it, or refused it: send it all again.
-                self.forget_sent(node)
+            if message["type"] == "next_node_idx":
+                self.heard_reply(node, message)
         if carriers is not None and self._observer is not None:
             self._deliver_traced(node, messages, carriers)
             return

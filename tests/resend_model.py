@@ -23,7 +23,6 @@ round); tests compare against the same run without the filter for that reason.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Any
 
@@ -59,7 +58,7 @@ class Model:
         batch: int,
         use_filter: bool = True,
         forward_resets: bool = True,
-        stale_after_s: float = math.inf,
+        stale_after_s: float = 5.0,
     ) -> None:
         self.leader = [0] + [1] * common + [TERM] * leader_tail  # terms; [0]: no entry
         self.follower = [0] + [1] * (common + follower_tail)
@@ -75,6 +74,7 @@ class Model:
         self.acked_truncations = 0  # messages that made it truncate acknowledged entries
         self.drops_not_held = 0  # dropped messages whose entries it lacked at their turn
         self.entries_sent = 0
+        self.mismatches = 0
 
     @staticmethod
     def params(lossy: bool) -> st.SearchStrategy[dict[str, int]]:
@@ -127,6 +127,8 @@ class Model:
 
     def leader_reads(self) -> None:
         reset, index = self.to_l.popleft()
+        if self.filter is not None and not reset:
+            self.filter.confirmed(self.now)
         if reset:
             if self.filter is not None and self.forward_resets:
                 self.filter.forget()
@@ -157,16 +159,18 @@ class Model:
         if len(self.follower) - 1 > prev and self.acked > prev:
             self.acked_truncations += 1
         self.follower = self.follower[: prev + 1] + [t for _, _, t in message["entries"]]
+        if self.follower != self.leader[: len(self.follower)]:
+            self.mismatches += 1  # Log Matching broken: it accepted what it must not
         self.acked = max(self.acked, len(self.follower) - 1)
         self.to_l.append((False, len(self.follower)))
 
     # -- runs ---------------------------------------------------------------------------
 
     def step(self, kind: str, n: int) -> None:
-        self.now += 1.0
         if kind == "append":
             self.leader += [TERM] * n
         elif kind == "round":
+            self.now += 1.0  # the clock counts rounds (PySyncObj's appendEntriesPeriod)
             self.round()
         elif kind in ("to_f", "lose") and self.to_f:
             self.follower_reads(lose=kind == "lose")
@@ -180,13 +184,16 @@ class Model:
     def caught_up(self) -> bool:
         return self.follower == self.leader and self.match == len(self.leader) - 1
 
-    def catch_up(self, rounds: int = 40) -> int | None:
+    def catch_up(self, rounds: int = 40, grow: bool = False) -> int | None:
         """Rounds without losses, each read to the end, until the follower holds the
-        leader's log: how many it took, or None."""
+        leader's log: how many it took, or None. ``grow``: the leader appends an entry
+        before each round (a steady load)."""
         for i in range(rounds):
             if self.caught_up():
                 return i
             self.now += 1.0
+            if grow:
+                self.leader.append(TERM)
             self.round()
             while self.to_f or self.to_l:
                 if self.to_f:
@@ -199,5 +206,5 @@ class Model:
         return (
             f"leader {self.leader} follower {self.follower} next {self.next_index} "
             f"match {self.match} acked truncations {self.acked_truncations} "
-            f"drops not held {self.drops_not_held}"
+            f"drops not held {self.drops_not_held} mismatches {self.mismatches}"
         )

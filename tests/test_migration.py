@@ -81,6 +81,7 @@ class Stub(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self.error: PeerUnreachable | None = None
         self.readonly: set[Any] = set()
         self.forgotten: list[Any] = []
+        self.replies: list[tuple[Any, bool, bool]] = []
 
     # the Transport contract
     def send(self, node: Any, message: Any) -> bool:
@@ -105,6 +106,9 @@ class Stub(Transport):  # type: ignore[misc]  # pysyncobj is untyped
 
     def forget_sent(self, node: Any) -> None:  # as GrpcTransport's (raftgrpc.resend)
         self.forgotten.append(node)
+
+    def heard_reply(self, node: Any, message: dict[str, Any]) -> None:
+        self.replies.append((node, message["success"], message["reset"]))
 
     # what the test fires
     def up(self, node: Any) -> None:
@@ -591,12 +595,13 @@ def test_a_straggler_on_the_other_path_is_dropped_until_the_first_path_is_quiet(
     assert r.m.stats()["dropped_stragglers"] == 2
 
 
-def test_a_reset_heard_on_either_path_lets_both_paths_send_everything_again(
+def test_an_answer_heard_on_either_path_reaches_both_paths_memory_of_what_they_sent(
     rigs: Callable[..., Rig],
 ) -> None:
     """The leader sends on the primary; the follower answers on the secondary: its reset
-    must reach the primary's memory of what it carried (raftgrpc.resend), or the primary
-    would keep dropping the entries the follower asks for."""
+    (and its acknowledgements) must reach the primary's memory of what it carried
+    (raftgrpc.resend), or the primary would keep dropping the entries the follower asks for
+    (or stop trusting what it acknowledges)."""
     r = rigs()
     r.p.up(r.node)
     r.tick_until(lambda: r.events == [CONNECTED], "the peer connected on the primary")
@@ -604,10 +609,10 @@ def test_a_reset_heard_on_either_path_lets_both_paths_send_everything_again(
     success = {"type": "next_node_idx", "next_node_idx": 4, "reset": False, "success": True}
     reset = {"type": "next_node_idx", "next_node_idx": 3, "reset": True, "success": False}
     r.s.receive(r.node, success)
-    assert r.p.forgotten == [r.node] and r.s.forgotten == []
     r.s.receive(r.node, reset)
     assert r.messages == [(PEER, success), (PEER, reset)]
-    assert r.p.forgotten == [r.node, r.node] and r.s.forgotten == [r.node]
+    heard = [(r.node, True, False), (r.node, False, True)]
+    assert r.p.replies == heard and r.s.replies == heard
 
 
 def test_a_transfer_begun_on_one_path_is_never_continued_from_the_other(

@@ -462,32 +462,38 @@ def test_entries_a_stream_carries_are_sent_once_until_the_follower_asks_again(
     (raftgrpc.resend): the follower gets each entry once, in order, and the repeats are
     counted; once the follower answers with a reset, the same entries go out again."""
     a, b, a_addr, b_addr = pair(hosts, TransportConfig())
-    node = TCPNode(b_addr)
+    node, leader = TCPNode(b_addr), TCPNode(a_addr)
+
+    def answer(message: dict[str, Any]) -> None:
+        b.tick_thread = threading.current_thread()
+        heard = len(a.messages)
+        assert b.transport.send(leader, {"type": "next_node_idx", **message})
+        a.tick_until(lambda: len(a.messages) > heard, 10, "the answer at a", also=(b,))
+        a.tick_thread = threading.current_thread()
+
+    def ack(index: int) -> None:
+        answer({"next_node_idx": index + 1, "reset": False, "success": True})
+
     a.tick_thread = threading.current_thread()
     for i in range(10):  # entries 1..10, each sent after the previous one
         assert a.transport.send(node, entries_message(i, 100))
-    for i in range(3, 10):  # an acknowledgement of entry 3: entries 4..10 sent again
+    ack(3)  # an acknowledgement of entry 3: PySyncObj sends entries 4..10 again
+    for i in range(3, 10):
         assert a.transport.send(node, entries_message(i, 100))
-    b.tick_until(lambda: len(b.messages) >= 10, 10, "ten entries at b", also=(a,))
     heartbeat = {**entries_message(10, 0), "entries": []}  # never dropped
-    a.tick_thread = threading.current_thread()
     assert a.transport.send(node, heartbeat)
-    b.tick_until(lambda: len(b.messages) >= 11, 10, "the heartbeat at b", also=(a,))
+    b.tick_until(lambda: len(b.messages) >= 11, 10, "ten entries and a heartbeat at b", also=(a,))
     assert [m["prevLogIdx"] for _, m in b.messages] == list(range(11))
     assert a.transport.stats()["redundant_sends_dropped"] == 7
     # b lost entries 6..10 (say it truncated them): it asks for them from 6.
-    b.tick_thread = threading.current_thread()
-    reset = {"type": "next_node_idx", "next_node_idx": 6, "reset": True, "success": False}
-    assert b.transport.send(TCPNode(a_addr), reset)
-    a.tick_until(lambda: a.messages != [], 10, "the reset at a", also=(b,))
-    a.tick_thread = threading.current_thread()
+    answer({"next_node_idx": 6, "reset": True, "success": False})
     for i in range(5, 10):
         assert a.transport.send(node, entries_message(i, 100))
     b.tick_until(lambda: len(b.messages) >= 16, 10, "the entries again at b", also=(a,))
     assert [m["prevLogIdx"] for _, m in b.messages[11:]] == list(range(5, 10))
     assert a.transport.stats()["redundant_sends_dropped"] == 7
     # A batch reaching past what the stream carries goes out trimmed to what is new.
-    a.tick_thread = threading.current_thread()
+    ack(7)
     batch = {**entries_message(7, 0), "entries": [(b"e", i, 1) for i in range(8, 13)]}
     assert a.transport.send(node, batch)
     b.tick_until(lambda: len(b.messages) >= 17, 10, "the batch at b", also=(a,))
@@ -495,7 +501,6 @@ def test_entries_a_stream_carries_are_sent_once_until_the_follower_asks_again(
     assert got["prevLogIdx"] == 10 and [e[1] for e in got["entries"]] == [11, 12]
     assert a.transport.stats()["redundant_sends_trimmed"] == 1
     # A message that cannot be sent is not taken as carried.
-    a.tick_thread = threading.current_thread()
     bad = {**entries_message(12, 100), "unknown": 1}
     assert a.transport.send(node, bad) is False  # the codec refuses it
     assert a.transport.send(node, entries_message(12, 100))
