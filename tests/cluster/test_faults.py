@@ -339,18 +339,20 @@ def leader_churn(s: Scenario) -> None:
             s.fault(f"round {r}: {kind} leader {old.name}")
             if kind == "transfer":
 
-                def moved(old: NodeProc = old) -> bool:
+                def moved(old: NodeProc = old) -> NodeProc | None:
                     if old.status()["is_leader"]:
                         old.ctl("transfer_leadership", timeout=10.0, timeout_s=5.0)
-                    return c.leader(nodes, timeout=10.0) is not old
+                    leader = c.leader(nodes, timeout=10.0)
+                    return leader if leader is not old else None
 
-                c.wait_until(moved, 45.0, f"leadership to leave {old.name}", interval=0.2)
+                new = c.wait_until(moved, 45.0, f"leadership to leave {old.name}", interval=0.2)
             else:
                 c.kill(old)
-                wait_new_leader(c, others(nodes, old), old)
+                new = wait_new_leader(c, others(nodes, old), old)
                 c.restart(old)
-            new = c.leader(nodes, timeout=30.0)
-            assert new is not old
+            # The change is what was waited for: later elections may give the old leader
+            # back its leadership (a busy 2-core machine can starve the new one's heartbeats).
+            print(f"  round {r}: {new.name} leads", flush=True)
             load.wait_acks(acks(s, 40), what=f"after round {r}")
         wait_caught_up(c, nodes, nodes)
     s.result.extra["changes"] = ",".join(how)
