@@ -49,7 +49,7 @@ from raftgrpc.pki import CertFiles
 from raftgrpc.server import STREAM_METHOD
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.certs import CA, make_ca, node_cert, tls_config
-from tests.helpers import auth_files, wait_until
+from tests.helpers import auth_files, grpc_owned, wait_until
 from tests.hostile_helpers import (
     EVIL_BYTES,
     EVIL_TERM,
@@ -127,13 +127,11 @@ def _report_and_check_leaks() -> Iterator[None]:
     yield
 
     def leftover() -> list[str]:
-        # gRPC core's own threads (its TLS reloader and call-credential callbacks run
-        # there) show up as threading._DummyThread once they call into Python, and stay
-        # listed for as long as gRPC keeps them: they are not the suite's.
+        # gRPC's own threads (its TLS reloader and call-credential callbacks run there,
+        # and grpc.aio's completion-queue poller, which gRPC may start again within the
+        # module) stay for as long as gRPC keeps them: they are not the suite's.
         return [
-            t.name
-            for t in threading.enumerate()
-            if t.ident not in before and not isinstance(t, threading._DummyThread)
+            t.name for t in threading.enumerate() if t.ident not in before and not grpc_owned(t)
         ]
 
     try:
