@@ -339,7 +339,11 @@ class TickLoop:
             # grpcio's completion-queue socket is shared by every loop of the process (one
             # per node in a test process): a loop woken for a byte another loop took.
             return
-        if isinstance(error, RuntimeError) and "_handle_events" in str(context.get("message")):
+        if (
+            isinstance(error, RuntimeError)
+            and str(error) == "Event loop is closed"
+            and "_handle_events" in str(context.get("message"))
+        ):
             # grpcio's completion queue hands each loop the completions of its own calls;
             # one of a transport destroyed meanwhile finds its loop closed: nothing waits
             # for it any more.

@@ -518,20 +518,22 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         """Tell the stream to ``node`` what ``node`` answered (a ``next_node_idx``; tick
         thread): a reset lets what the stream carried be sent again, a success keeps it
         trusted (:mod:`raftgrpc.resend`)."""
-        peer = self._peers.get(node) or self._readonly.get(node)
-        if peer is None or peer.link is None:
-            return
         if message.get("reset"):
-            peer.link.resends.forget()  # the follower lacks what we sent it, or refused it
-        elif message.get("success"):
-            peer.link.resends.confirmed(time.monotonic())
+            self.forget_sent(node)  # the follower lacks what we sent it, or refused it
+        elif message.get("success") and (link := self._link_to(node)) is not None:
+            link.resends.confirmed(time.monotonic())
 
     def forget_sent(self, node: Any) -> None:
         """Let the entries the stream to ``node`` carried be sent on it again (tick thread):
         the node may lack them (:mod:`raftgrpc.resend`)."""
+        link = self._link_to(node)
+        if link is not None:
+            link.resends.forget()
+
+    def _link_to(self, node: Any) -> Link | None:
+        """The stream to ``node`` (a member or a read-only follower), if one is up."""
         peer = self._peers.get(node) or self._readonly.get(node)
-        if peer is not None and peer.link is not None:
-            peer.link.resends.forget()
+        return None if peer is None else peer.link
 
     def redial(self, node: Any) -> None:
         """Dial ``node`` now if no stream to it is established, instead of when the current

@@ -361,3 +361,24 @@ def test_liveness_asks_a_quiet_stream_for_a_pulse_and_not_a_busy_one() -> None:
         busy.touch()
         monitor.check()
     assert quiet.pulse_due and not busy.pulse_due
+
+
+def test_tick_loop_logs_a_completion_for_a_closed_loop_at_debug_other_errors_as_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """grpcio's shared completion queue may hand a completion of a transport destroyed
+    meanwhile to its closed loop: nothing waits for it. Any other loop error is an error."""
+    tl = TickLoop("test")
+    handler = tl.loop.get_exception_handler()
+    assert handler is not None
+    late = "Exception in callback PollerCompletionQueue._handle_events(<_Loop>)()"
+    with caplog.at_level("DEBUG", logger="raftgrpc.tickloop"):
+        handler(tl.loop, {"message": late, "exception": RuntimeError("Event loop is closed")})
+        handler(tl.loop, {"message": late, "exception": RuntimeError("something else")})
+        handler(
+            tl.loop,
+            {"message": "Task exception", "exception": RuntimeError("Event loop is closed")},
+        )
+    levels = [(r.levelname, "closed event loop" in r.getMessage()) for r in caplog.records]
+    assert levels == [("DEBUG", True), ("ERROR", False), ("ERROR", False)]
+    tl.close()
