@@ -16,7 +16,7 @@ the README, end to end, around :class:`raftgrpc.MigrationTransport`:
 The Raft ids stay TCP addresses all along (PySyncObj writes them into its log); gRPC listens
 on each node's Raft port plus 1000 (``PortOffset(1000)``, the same mapping on every node).
 Every restart is graceful: the client stops writing through the node, a leader hands its
-leadership over before it stops (``raftgrpc.shutdown.graceful_shutdown``), and the node is
+leadership over before it stops (``raftgrpc.graceful_shutdown``), and the node is
 back (connected to every partner, and caught up) before the next one goes. For each step
 the demo prints how long it took, the writes acknowledged meanwhile, the longest gap between
 two of them, and the path every MigrationTransport uses towards each peer.
@@ -54,7 +54,7 @@ from pysyncobj.syncobj import SyncObjException
 from pysyncobj.transport import TCPTransport
 
 from raftgrpc import GrpcTransport, MigrationTransport, PortOffset, TransportConfig
-from raftgrpc.shutdown import graceful_shutdown
+from raftgrpc._ops.shutdown import graceful_shutdown
 
 OFFSET = 1000
 """gRPC listens on a node's Raft port plus this (``PortOffset(OFFSET)``)."""

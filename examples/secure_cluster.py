@@ -1,7 +1,7 @@
 """A 3-node cluster secured with mTLS and JWT (enforce), and intruders it refuses.
 
 Run it with ``python examples/secure_cluster.py``. It creates a development CA, one
-certificate per node (``raftgrpc.pki``) and a token signing key (``raftgrpc token keygen``),
+certificate per node (``raftgrpc.testing``) and a token signing key (``raftgrpc token keygen``),
 starts 3 node processes from one ``TransportBuilder`` configuration (see
 ``examples/traced_cluster.py``, ``node_builder``), commits writes, and then lets four intruders
 try to speak to a node:
@@ -26,12 +26,12 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from raftgrpc import pki
-from raftgrpc.address import grpc_target
+from raftgrpc._protocol.address import grpc_target
+from raftgrpc._security.tls import TlsConfig, channel_credentials, channel_options
+from raftgrpc._transport.inbound import STREAM_METHOD
+from raftgrpc._transport.link import PROTOCOL_VERSION
 from raftgrpc.interceptors import auth
-from raftgrpc.link import PROTOCOL_VERSION
-from raftgrpc.server import STREAM_METHOD
-from raftgrpc.tls import TlsConfig, channel_credentials, channel_options
+from raftgrpc.testing import _ca as pki
 from raftgrpc.v1 import transport_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -39,10 +39,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
-from raftgrpc import TransportBuilder, pki
+from raftgrpc import TransportBuilder
+from raftgrpc._security.tls import TlsConfig
 from raftgrpc.interceptors import auth, tracing
 from raftgrpc.interceptors.log import JsonFormatter
-from raftgrpc.tls import TlsConfig
+from raftgrpc.testing import _ca as pki
 
 AUDIENCE = "raftgrpc-demo"
 ISSUER = "raftgrpc-demo-ca"
@@ -239,7 +240,7 @@ class Cluster:
 
 def prepare(workdir: Path, addresses: list[str], secure: bool) -> None:
     """Keys (and certificates) as an operator would make them."""
-    from raftgrpc import cli
+    from raftgrpc._ops import cli
 
     cli.main(
         [

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 with atheris.instrument_imports(include=["raftgrpc", "fuzz"]):
     from fuzz import oracles
     from fuzz.harness import run
-    from raftgrpc import codec
+    from raftgrpc._protocol import codec
 
 
 def test_one_input(data: bytes) -> None:

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 with atheris.instrument_imports(include=["raftgrpc", "fuzz"]):
     from fuzz import oracles
     from fuzz.harness import run
-    from raftgrpc import codec
-    from raftgrpc.link import PULSE_REQUEST, PULSE_RESPONSE
+    from raftgrpc._protocol import codec
+    from raftgrpc._transport.link import PULSE_REQUEST, PULSE_RESPONSE
 
 
 def split(data: bytes) -> tuple[int, list[bytes]]:

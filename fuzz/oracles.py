@@ -4,8 +4,8 @@ Every function here feeds bytes to one decode entry point of the transport and c
 contract; anything else escapes as an exception (a test failure, an atheris crash):
 
 * the only errors are the documented ones: ``google.protobuf.message.DecodeError`` from
-  parsing, :class:`raftgrpc.codec.CodecError` from the codec, :class:`raftgrpc.link.FrameError`
-  from :func:`raftgrpc.link.read_frames`, an abort with a status code from the server's
+  parsing, :class:`raftgrpc.CodecError` from the codec, :class:`raftgrpc.FrameError`
+  from :func:`raftgrpc._transport.link.read_frames`, an abort with a status code from the server's
   handshake, and None from the client's handshake; their texts are bounded whatever the
   input's size;
 * every decoded message has one of the shapes PySyncObj sends (``DESIGN.md`` §3, checked by
@@ -29,10 +29,10 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from raftgrpc import codec
-from raftgrpc.codec import CodecError
-from raftgrpc.encoder import BatchEncoder
-from raftgrpc.handshake import (
+from raftgrpc._protocol import codec
+from raftgrpc._protocol.codec import CodecError
+from raftgrpc._protocol.encoder import BatchEncoder
+from raftgrpc._protocol.handshake import (
     PROTOCOL_VERSION,
     HelloFailure,
     ReadOnlyHello,
@@ -42,14 +42,14 @@ from raftgrpc.handshake import (
     judge_welcome,
     not_a_member,
 )
-from raftgrpc.link import (
+from raftgrpc._transport.link import (
     FrameError,
     Link,
     decoded_size,
     frame_budget,
     read_frames,
 )
-from raftgrpc.outbox import Outbox
+from raftgrpc._transport.outbox import Outbox
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = [
@@ -354,7 +354,7 @@ def read_stream(
 
     ``response``: as the client reads them (``StreamResponse``), else as the server does.
     ``inbound_budget``: read_frames' (its default if None); 0 leaves only the floor of
-    :func:`raftgrpc.link.frame_budget`, 32 times a frame's size.
+    :func:`raftgrpc._transport.link.frame_budget`, 32 times a frame's size.
     """
     parse = pb.StreamResponse.FromString if response else pb.StreamRequest.FromString
     outcome = StreamOutcome()
@@ -490,7 +490,7 @@ def _expected_hello(raw: bytes) -> tuple[str, Any]:
 
 
 def server_handshake(raw: bytes) -> tuple[str, Any]:
-    """The server's handshake on a first request (:func:`raftgrpc.handshake.judge_hello`,
+    """The server's handshake on a first request (:func:`raftgrpc._protocol.handshake.judge_hello`,
     then membership as the servicer checks it): ("accept", member or None for read-only) or
     ("abort", status code)."""
     judged = judge_hello(raw)
@@ -512,7 +512,7 @@ def server_handshake(raw: bytes) -> tuple[str, Any]:
 
 def peer_handshake(raw: bytes, expected_node_id: str | None = SELF_NODE_ID) -> pb.Welcome | None:
     """The client's handshake on the server's first response
-    (:func:`raftgrpc.handshake.judge_welcome`): the Welcome, or None."""
+    (:func:`raftgrpc._protocol.handshake.judge_welcome`): the Welcome, or None."""
     judged = judge_welcome(raw, expected_node_id)
     welcome = None if isinstance(judged, WelcomeFailure) else judged
     try:

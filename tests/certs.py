@@ -1,4 +1,4 @@
-"""Real certificates for TLS tests: a thin, pytest-friendly wrapper over :mod:`raftgrpc.pki`.
+"""Real certificates for TLS tests: a thin, pytest-friendly wrapper over :mod:`raftgrpc.testing`.
 
 >>> ca = make_ca(tmp_path)
 >>> files = node_cert(ca, "127.0.0.1:4321")
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from raftgrpc.pki import CertFiles, CertificateAuthority
-from raftgrpc.tls import TlsConfig
+from raftgrpc._security.tls import TlsConfig
+from raftgrpc.testing._ca import CertFiles, CertificateAuthority
 
 __all__ = ["CA", "CertFiles", "make_ca", "node_cert", "tls_config"]
 

@@ -74,7 +74,7 @@ def free_ports(n: int) -> list[int]:
 def auth_files(directory: Path) -> tuple[Any, Callable[[str], Any]]:
     """A fresh ES256 signing key and key set in ``directory`` (made with ``raftgrpc token
     keygen``): a TokenVerifier for audience and issuer "test", and a node token factory."""
-    from raftgrpc import cli
+    from raftgrpc._ops import cli
     from raftgrpc.interceptors import auth
 
     pem, jwks = directory / "signing.pem", directory / "jwks.json"

@@ -18,7 +18,7 @@ import grpc
 import psutil  # type: ignore[import-untyped]
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
-from raftgrpc.server import STREAM_METHOD
+from raftgrpc._transport.inbound import STREAM_METHOD
 from tests.helpers import free_port, wait_until
 
 EVIL_TERM = 10**6

@@ -2,7 +2,7 @@
 
 Generic handlers whose methods carry bytes (no (de)serializers), including a long-lived
 bidirectional ``/raftgrpc.v1.RaftTransport/Stream`` whose requests are read by a separate
-thread, as in ``raftgrpc.server``, and a ``grpc.health.v1.Health/Check``.
+thread, as in ``raftgrpc._transport.inbound``, and a ``grpc.health.v1.Health/Check``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ _END = object()
 
 
 def _stream(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-    # Like raftgrpc.server: a reader thread takes the requests, the handler yields answers.
+    # Like raftgrpc._transport.inbound: a reader thread takes the requests, the handler yields
+    # answers.
     answers: queue.Queue[Any] = queue.Queue()
 
     def read() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from raftgrpc.resend import ResendFilter
+from raftgrpc._protocol.resend import ResendFilter
 
 TERM = 2
 

@@ -1,4 +1,4 @@
-"""The admin service (raftgrpc.admin), GrpcUtility and ``raftgrpc admin``, against real
+"""The admin service (raftgrpc._ops.admin_service), GrpcUtility and ``raftgrpc admin``, against real
 in-process SyncObj clusters: three GrpcTransport nodes with JWT auth in enforce mode over
 loopback local credentials, and TCPTransport nodes as the reference for status."""
 
@@ -18,11 +18,13 @@ from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.node import TCPNode
 from pysyncobj.utility import TcpUtility, UtilityException
 
-from raftgrpc import ConfigError, GrpcTransport, TransportBuilder, admin, cli
+from raftgrpc import ConfigError, GrpcTransport, TransportBuilder
+from raftgrpc._ops import admin_service as admin
+from raftgrpc._ops import cli
+from raftgrpc._ops.admin_client import GrpcUtility, GrpcUtilityException
+from raftgrpc._transport.inbound import STREAM_METHOD
+from raftgrpc._transport.link import PROTOCOL_VERSION
 from raftgrpc.interceptors import auth
-from raftgrpc.link import PROTOCOL_VERSION
-from raftgrpc.server import STREAM_METHOD
-from raftgrpc.utility import GrpcUtility, GrpcUtilityException
 from raftgrpc.v1 import admin_pb2 as apb
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.helpers import free_port, wait_until

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
 from raftgrpc.interceptors.auth import (
     AuthError,
     AuthMode,

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from raftgrpc import ConfigError, TransportBuilder, TransportConfig
-from raftgrpc.middleware import Middleware
+from raftgrpc._transport.middleware import Middleware
 from tests.certs import make_ca, node_cert, tls_config
 from tests.helpers import auth_files, free_port, wait_until
 from tests.host import Host, pair

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from raftgrpc.cli import build_parser, main
+from raftgrpc._ops.cli import build_parser, main
 from raftgrpc.interceptors.auth import FileTokenSource, KeySet, TokenVerifier
 
 pytestmark = pytest.mark.timeout(20)

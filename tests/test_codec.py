@@ -1,4 +1,4 @@
-"""Tests of raftgrpc.codec: lossless round trips, frame assembly, strict rejection."""
+"""Tests of raftgrpc._protocol.codec: lossless round trips, frame assembly, strict rejection."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftgrpc import codec
-from raftgrpc.codec import (
+from raftgrpc._protocol import codec
+from raftgrpc._protocol.codec import (
     CodecError,
     decode_frame_messages,
     decode_message,

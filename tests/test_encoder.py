@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from raftgrpc.codec import encode_message
-from raftgrpc.encoder import BatchEncoder
+from raftgrpc._protocol.codec import encode_message
+from raftgrpc._protocol.encoder import BatchEncoder
 
 LOG = [(b"cmd%d" % i, i + 1, 3) for i in range(100)]
 

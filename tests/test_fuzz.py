@@ -38,9 +38,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fuzz import oracles
-from raftgrpc import codec
-from raftgrpc.link import PULSE_REQUEST, PULSE_RESPONSE, Link, read_frames
-from raftgrpc.outbox import Outbox
+from raftgrpc._protocol import codec
+from raftgrpc._transport.link import PULSE_REQUEST, PULSE_RESPONSE, Link, read_frames
+from raftgrpc._transport.outbox import Outbox
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.test_codec import any_message
 
@@ -442,7 +442,8 @@ def valid_streams_are_delivered_exactly(
         return
     sent = [m for f in frames if f != "pulse" for m, _, _ in f]
     delivered = [m for _, batch in outcome.delivered for m in batch]
-    # Continuation chunks before their transfer's first chunk are dropped (raftgrpc.guard).
+    # Continuation chunks before their transfer's first chunk are dropped
+    # (raftgrpc._protocol.chunks).
     assert len(delivered) + (outcome.dropped or 0) == len(sent)
     started = {"big": False, "snapshot": False}
     kept = [m for m, k in zip(sent, oracles._guard_model(sent, started), strict=True) if k]
@@ -555,7 +556,7 @@ def test_hand_picked_hostile_inputs(raw: bytes) -> None:
 def test_carriers_are_none_when_the_guard_dropped_every_traced_message() -> None:
     """Found by test_valid_streams_are_delivered_exactly: read_frames tested "no carrier"
     before the guard dropped messages, so a frame whose only traced message was an orphaned
-    chunk delivered [None, ...] instead of None (fixed in raftgrpc/link.py)."""
+    chunk delivered [None, ...] instead of None (fixed in raftgrpc/_transport/link.py)."""
     vote = codec.encode_message(
         {"type": "request_vote", "term": 0, "last_log_index": 0, "last_log_term": 0}
     )

@@ -29,7 +29,7 @@ async def connect():  # the API the transport uses
     await server.stop(None)
 
 asyncio.run(connect())
-print(raftgrpc.grpcenv.event_engine())
+print(raftgrpc._grpcenv.event_engine())
 print(os.environ.get("GRPC_EXPERIMENTS", "unset"))
 """
 

@@ -1,4 +1,4 @@
-"""raftgrpc.health on a real transport, through the standard grpc.health.v1 stub: the three
+"""raftgrpc._ops.health on a real transport, through the standard grpc.health.v1 stub: the three
 services, Watch, the separate plaintext port, JWT exemption, reflection, shutdown."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from raftgrpc import GrpcTransport, Middleware, TransportBuilder, TransportConfig, health
-from raftgrpc.link import PROTOCOL_VERSION
-from raftgrpc.server import STREAM_METHOD
+from raftgrpc import GrpcTransport, Middleware, TransportBuilder, TransportConfig
+from raftgrpc._ops import health
+from raftgrpc._transport.inbound import STREAM_METHOD
+from raftgrpc._transport.link import PROTOCOL_VERSION
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.helpers import auth_files, free_port, wait_until
 from tests.host import Host

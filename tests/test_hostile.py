@@ -14,8 +14,9 @@ import grpc
 import pytest
 from pysyncobj import SyncObj, SyncObjConf
 
-from raftgrpc import GrpcTransport, TransportConfig, codec
-from raftgrpc.server import STREAM_METHOD
+from raftgrpc import GrpcTransport, TransportConfig
+from raftgrpc._protocol import codec
+from raftgrpc._transport.inbound import STREAM_METHOD
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.helpers import free_port, wait_until
 

@@ -43,10 +43,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pysyncobj import SyncObjConf
 
-from raftgrpc import GrpcTransport, TransportBuilder, TransportConfig, codec
+from raftgrpc import GrpcTransport, TransportBuilder, TransportConfig
+from raftgrpc._protocol import codec
+from raftgrpc._transport.inbound import STREAM_METHOD
 from raftgrpc.interceptors import auth
-from raftgrpc.pki import CertFiles
-from raftgrpc.server import STREAM_METHOD
+from raftgrpc.testing._ca import CertFiles
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.certs import CA, make_ca, node_cert, tls_config
 from tests.helpers import auth_files, grpc_owned, wait_until
@@ -657,7 +658,8 @@ class TestPlaintextCluster:
     def test_an_oversize_hello_is_resource_exhausted(
         self, plain: Attack, logs: pytest.LogCaptureFixture
     ) -> None:
-        """Found a bug (fixed in raftgrpc/server.py): a first message above the limit was
+        """Found a bug (fixed in raftgrpc/_transport/inbound.py): a first message above the limit
+        was
         logged as "no Hello from  in time" (a timeout that did not happen, and no peer)."""
         leader = plain.cluster.leader().selfNode.id
         channel = insecure_channel(leader)
@@ -833,7 +835,8 @@ class TestPlaintextCluster:
     def test_a_stream_that_never_says_hello_is_cancelled(
         self, plain: Attack, logs: pytest.LogCaptureFixture
     ) -> None:
-        """Found a bug (fixed in raftgrpc/server.py): the timeout's log line named no peer."""
+        """Found a bug (fixed in raftgrpc/_transport/inbound.py): the timeout's log line named no
+        peer."""
         leader = plain.cluster.leader().selfNode.id
         channel = insecure_channel(leader)
         try:

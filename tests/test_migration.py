@@ -1,4 +1,4 @@
-"""MigrationTransport (raftgrpc.migration).
+"""MigrationTransport (raftgrpc._transport.migration).
 
 Part A drives the path state machine deterministically: two stub inner transports whose
 callbacks the test fires itself, hosted by a stand-in for SyncObj that records what it is
@@ -34,8 +34,8 @@ from raftgrpc import (
     TransportBuilder,
     TransportConfig,
 )
-from raftgrpc.migration import PRIMARY, SECONDARY, fallback_unless_refused
-from raftgrpc.utility import GrpcUtility
+from raftgrpc._ops.admin_client import GrpcUtility
+from raftgrpc._transport.migration import PRIMARY, SECONDARY, fallback_unless_refused
 from tests.helpers import BEAT, free_ports, thread_ids, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,7 +104,7 @@ class Stub(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def peer_error(self, node: Any) -> PeerUnreachable | None:
         return self.error
 
-    def forget_sent(self, node: Any) -> None:  # as GrpcTransport's (raftgrpc.resend)
+    def forget_sent(self, node: Any) -> None:  # as GrpcTransport's (raftgrpc._protocol.resend)
         self.forgotten.append(node)
 
     def heard_reply(self, node: Any, message: dict[str, Any]) -> None:
@@ -600,7 +600,8 @@ def test_an_answer_heard_on_either_path_reaches_both_paths_memory_of_what_they_s
 ) -> None:
     """The leader sends on the primary; the follower answers on the secondary: its reset
     (and its acknowledgements) must reach the primary's memory of what it carried
-    (raftgrpc.resend), or the primary would keep dropping the entries the follower asks for
+    (raftgrpc._protocol.resend), or the primary would keep dropping the entries the follower asks
+    for
     (or stop trusting what it acknowledges)."""
     r = rigs()
     r.p.up(r.node)

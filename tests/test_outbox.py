@@ -9,8 +9,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftgrpc.meter import ByteMeter
-from raftgrpc.outbox import Outbox
+from raftgrpc._transport.meter import ByteMeter
+from raftgrpc._transport.outbox import Outbox
 
 
 def drain(box: Outbox, max_bytes: int = 1 << 20) -> list[bytes]:

@@ -1,4 +1,4 @@
-"""raftgrpc.ratelimit.RateLimiter."""
+"""raftgrpc._log_limit.RateLimiter."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from raftgrpc.ratelimit import RateLimiter
+from raftgrpc._log_limit import RateLimiter
 
 pytestmark = pytest.mark.timeout(10)
 

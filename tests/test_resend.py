@@ -1,4 +1,4 @@
-"""raftgrpc.resend: a stream does not carry the same entries twice.
+"""raftgrpc._protocol.resend: a stream does not carry the same entries twice.
 
 The example tests pin each rule. The property tests run the filter between a model of
 PySyncObj's leader and follower (tests/resend_model.py: the leader starts from its own log's
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftgrpc.resend import ResendFilter
+from raftgrpc._protocol.resend import ResendFilter
 from tests.resend_model import Model, actions
 
 pytestmark = pytest.mark.timeout(120)

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
 from raftgrpc.interceptors import retry
 from tests.rawservice import Running
 

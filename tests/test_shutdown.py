@@ -1,4 +1,4 @@
-"""raftgrpc.shutdown.graceful_shutdown on in-process nodes: every wait is bounded."""
+"""raftgrpc.graceful_shutdown on in-process nodes: every wait is bounded."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from pysyncobj import SyncObj, SyncObjConf
 
 from raftgrpc import GrpcTransport
-from raftgrpc.health import HealthService
-from raftgrpc.shutdown import graceful_shutdown
+from raftgrpc._ops.health import HealthService
+from raftgrpc._ops.shutdown import graceful_shutdown
 from tests.helpers import free_port, thread_ids, wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""TLS, mTLS and certificate identity binding (raftgrpc.tls), over real gRPC servers."""
+"""TLS, mTLS and certificate identity binding (raftgrpc._security.tls), over real gRPC servers."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import grpc
 import pytest
 
 from raftgrpc import ConfigError
-from raftgrpc.pki import CertFiles
-from raftgrpc.tls import (
+from raftgrpc._security.tls import (
     TlsConfig,
     canonical_node_id,
     channel_credentials,
@@ -29,6 +28,7 @@ from raftgrpc.tls import (
     peer_identities,
     server_credentials,
 )
+from raftgrpc.testing._ca import CertFiles
 from tests.certs import CA, make_ca, node_cert, tls_config
 
 pytestmark = pytest.mark.timeout(30)

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
 from raftgrpc.interceptors import tracing
 from tests.rawservice import COUNT, ECHO, FAIL, HEALTH, HOLD, STREAM, Feed, Running
 

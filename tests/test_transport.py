@@ -309,7 +309,7 @@ def test_peers_connect_directly_when_a_proxy_is_set_for_other_traffic(
 def test_syncobj_failures_are_errors_except_unpickling_a_big_entrys_finish_chunk(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from raftgrpc.transport import _log_syncobj_failure
+    from raftgrpc._transport.grpc_transport import _log_syncobj_failure
 
     finish = {"type": "append_entries", "transmission": "finish", "data": b"x."}
     truncated = pickle.dumps(("x" * 100, 1, 2), 2)[:-20]
@@ -459,7 +459,7 @@ def test_entries_a_stream_carries_are_sent_once_until_the_follower_asks_again(
     hosts: list[Host],
 ) -> None:
     """A leader rewinds after every acknowledgement and sends its in-flight entries again
-    (raftgrpc.resend): the follower gets each entry once, in order, and the repeats are
+    (raftgrpc._protocol.resend): the follower gets each entry once, in order, and the repeats are
     counted; once the follower answers with a reset, the same entries go out again."""
     a, b, a_addr, b_addr = pair(hosts, TransportConfig())
     node, leader = TCPNode(b_addr), TCPNode(a_addr)

@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftgrpc import ConfigError, TransportConfig
-from raftgrpc.address import grpc_target, split_host_port
-from raftgrpc.backoff import Backoff
-from raftgrpc.guard import ChunkGuard
-from raftgrpc.link import Link
-from raftgrpc.liveness import LivenessMonitor
-from raftgrpc.outbox import Outbox
-from raftgrpc.tickloop import MAX_ROUNDS, TickLoop
+from raftgrpc._protocol.address import grpc_target, split_host_port
+from raftgrpc._protocol.backoff import Backoff
+from raftgrpc._protocol.chunks import ChunkGuard
+from raftgrpc._transport.link import Link
+from raftgrpc._transport.liveness import LivenessMonitor
+from raftgrpc._transport.outbox import Outbox
+from raftgrpc._transport.tickloop import MAX_ROUNDS, TickLoop
 
 
 def snap(first: bool, last: bool, data: bytes = b"d") -> dict[str, Any]:

@@ -108,24 +108,24 @@ def _install() -> None:
 
     # GrpcTransport: frames are built right before call.write / the yield to gRPC, and fed
     # to the frame reader as soon as the event loop (the tick thread) has them.
-    import raftgrpc.link
-    from raftgrpc.transport import GrpcTransport
+    import raftgrpc._transport.link
+    from raftgrpc._transport.grpc_transport import GrpcTransport
 
     _wrap_transport(GrpcTransport)
-    feed = raftgrpc.link.FrameReader.feed
+    feed = raftgrpc._transport.link.FrameReader.feed
 
     def probed_feed(self, raw):  # type: ignore[no-untyped-def]
         _stamp("wire_in")
         return feed(self, raw)
 
-    raftgrpc.link.FrameReader.feed = probed_feed
+    raftgrpc._transport.link.FrameReader.feed = probed_feed
     _patch_frame_builders()
 
 
 def _patch_frame_builders() -> None:
     # peer.py and server.py call codec.request_frame_bytes / codec.response_frame_bytes
     # through the codec module: wrapping the module's functions reaches both.
-    from raftgrpc import codec
+    from raftgrpc._protocol import codec
 
     for name in ("request_frame_bytes", "response_frame_bytes"):
         built = getattr(codec, name)

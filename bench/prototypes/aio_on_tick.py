@@ -4,7 +4,8 @@ The loop's selector is subscribed to SyncObj's poller; the tick thread runs the 
 gRPC has an event and after each tick; frames are written with ``call.write`` and read by a
 coroutine that hands them to SyncObj on the spot. One bidirectional stream per direction,
 raftgrpc's codec. No handshake checks, liveness, queues or security: the shortest path this
-design allows, for latency only. GrpcTransport (raftgrpc.transport) is this design finished.
+design allows, for latency only. GrpcTransport (raftgrpc._transport.grpc_transport) is this design
+finished.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import grpc
 from pysyncobj.transport import Transport
 
-from raftgrpc import codec
+from raftgrpc._protocol import codec
 from raftgrpc.v1 import transport_pb2 as pb
 
 METHOD = "/raftgrpc.v1.RaftTransport/Stream"

@@ -3,7 +3,7 @@
     python bench/prototypes/run.py                      # 5 rounds x 3 s
     python bench/prototypes/run.py --rounds 3 --seconds 2
 
-Each configuration is a transport and gRPC's EventEngine setting (raftgrpc.grpcenv):
+Each configuration is a transport and gRPC's EventEngine setting (raftgrpc._grpcenv):
 
 * ``aio-on-tick``: prototype A (bench/prototypes/aio_on_tick.py), one grpc.aio event loop per
   transport run by SyncObj's tick thread;

@@ -23,7 +23,7 @@ import grpc
 import grpc.experimental
 from pysyncobj.transport import Transport
 
-from raftgrpc import codec
+from raftgrpc._protocol import codec
 from raftgrpc.v1 import transport_pb2 as pb
 
 SERVICE = "raftgrpc.prototype.Subscribe"

@@ -45,6 +45,7 @@ from typing import Any
 
 import grpc
 
+from raftgrpc._log_limit import RateLimiter
 from raftgrpc.interceptors._handlers import (
     AioLayer,
     AnyKindClientInterceptor,
@@ -54,7 +55,6 @@ from raftgrpc.interceptors._handlers import (
     rewrap,
     wrap_handler,
 )
-from raftgrpc.ratelimit import RateLimiter
 
 __all__ = [
     "JsonFormatter",

@@ -39,7 +39,8 @@ from typing import Any
 
 import grpc
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
+from raftgrpc._log_limit import RateLimiter
 from raftgrpc.interceptors._handlers import (
     AioLayer,
     Behavior,
@@ -48,7 +49,6 @@ from raftgrpc.interceptors._handlers import (
     rewrap,
     wrap_handler,
 )
-from raftgrpc.ratelimit import RateLimiter
 
 __all__ = [
     "aio_server_interceptor",

@@ -64,7 +64,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.semconv._incubating.attributes.rpc_attributes import RPC_GRPC_STATUS_CODE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
 from raftgrpc.interceptors._handlers import (
     AnyKindClientInterceptor,
     Behavior,

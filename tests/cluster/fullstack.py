@@ -4,7 +4,7 @@ The layers a production cluster would run: structured logging, OpenTelemetry tra
 spans and raftgrpc's message spans at a 1% sample ratio, exported in batches to an exporter
 that only counts), and JWT auth in enforce mode with ES256 node tokens bound to the node
 identity, sent over gRPC's local (loopback-only) credentials. Each node also serves the admin
-service (raftgrpc.admin) to admin-role tokens.
+service (raftgrpc._ops.admin_service) to admin-role tokens.
 
 The signing key and key set live in ``$RAFTGRPC_FULL_KEYS`` (default: a directory in the
 temp dir); the first process to need them creates them under a file lock, so every node of
@@ -23,7 +23,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from raftgrpc import GrpcTransport, TransportBuilder, cli
+from raftgrpc import GrpcTransport, TransportBuilder
+from raftgrpc._ops import cli
 from raftgrpc.interceptors import auth
 
 AUDIENCE = "raftgrpc-tests"

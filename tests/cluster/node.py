@@ -502,10 +502,10 @@ class Node:
         return {"ok": True, "blocked": sorted(blocked)}
 
     def cmd_graceful_quit(self, req: dict[str, Any]) -> dict[str, Any]:
-        """raftgrpc.shutdown.graceful_shutdown, then quit; the reply holds its report."""
+        """raftgrpc.graceful_shutdown, then quit; the reply holds its report."""
         from dataclasses import asdict
 
-        from raftgrpc.shutdown import graceful_shutdown
+        from raftgrpc._ops.shutdown import graceful_shutdown
 
         report = graceful_shutdown(
             self.obj,

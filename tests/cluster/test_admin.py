@@ -16,7 +16,7 @@ import grpc
 import pytest
 from harness import REPO, Cluster, NodeProc
 
-from raftgrpc.utility import GrpcUtility, GrpcUtilityException
+from raftgrpc._ops.admin_client import GrpcUtility, GrpcUtilityException
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -144,7 +144,7 @@ def test_admin_commands_change_a_live_cluster(full_cluster: Cluster, tmp_path: P
 def _cli(token_file: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     auth = ["--insecure-loopback", "--token-file", str(token_file)]
     return subprocess.run(
-        [sys.executable, "-m", "raftgrpc.cli", "admin", *argv, *auth],
+        [sys.executable, "-m", "raftgrpc._ops.cli", "admin", *argv, *auth],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -351,7 +351,7 @@ def test_a_silent_follower_is_reported_disconnected_within_the_documented_bound(
 @pytest.mark.timeout(120)
 def test_fifty_big_entries_in_flight_commit_once_everywhere(cluster: Cluster) -> None:
     """Unbatched, 50 commands of 64 KiB outstanding: each acknowledgement makes PySyncObj's
-    leader send the follower its in-flight entries again (raftgrpc.resend). GrpcTransport
+    leader send the follower its in-flight entries again (raftgrpc._protocol.resend). GrpcTransport
     sends each entry once per stream; before it did, throughput fell to a quarter and the
     followers truncated entries they had already applied."""
     if cluster.transport == "tcp":

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 
 ELECTION_MIN_S = 0.4  # SyncObjConf's default raftMinTimeout, which node.py keeps
 ELECTION_MAX_S = 1.4  # ... and raftMaxTimeout
-CHECK_INTERVAL_S = 0.25  # raftgrpc.health's default
+CHECK_INTERVAL_S = 0.25  # raftgrpc._ops.health's default
 NAMES = health_pb2.HealthCheckResponse.ServingStatus.Name
 
 

@@ -14,11 +14,11 @@ import grpc
 import pytest
 from harness import Cluster
 
-from raftgrpc import codec
-from raftgrpc.address import grpc_target
+from raftgrpc._protocol import codec
+from raftgrpc._protocol.address import grpc_target
+from raftgrpc._transport.inbound import STREAM_METHOD
+from raftgrpc._transport.link import PROTOCOL_VERSION
 from raftgrpc.interceptors import auth
-from raftgrpc.link import PROTOCOL_VERSION
-from raftgrpc.server import STREAM_METHOD
 from raftgrpc.v1 import transport_pb2 as pb
 
 pytestmark = pytest.mark.timeout(240)

@@ -490,7 +490,9 @@ def test_big_random_values_commit_on_every_node_without_errors(
             put(nodes[0], key, value)
         wait_replicated(nodes, expected)
     errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
-    if cluster.is_grpc:  # the chunk guard relabels the early ones 'process' (raftgrpc.guard)
+    if (
+        cluster.is_grpc
+    ):  # the chunk guard relabels the early ones 'process' (raftgrpc._protocol.chunks)
         assert errors == []
     else:  # TCPTransport delivers them as they are: SyncObj raises out of its tick
         assert errors and set(errors) == {"failed _onTick in _autoTickThread"}

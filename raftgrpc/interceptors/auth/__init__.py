@@ -44,9 +44,9 @@ from raftgrpc.interceptors.auth._common import (
     current_claims,
     required_role_for,
 )
-from raftgrpc.interceptors.auth.keys import KeySet
-from raftgrpc.interceptors.auth.server import aio_server_interceptor, server_interceptor
-from raftgrpc.interceptors.auth.tokens import (
+from raftgrpc.interceptors.auth._keys import KeySet
+from raftgrpc.interceptors.auth._server import aio_server_interceptor, server_interceptor
+from raftgrpc.interceptors.auth._tokens import (
     FileTokenSource,
     SigningTokenSource,
     StaticTokenSource,
@@ -54,7 +54,7 @@ from raftgrpc.interceptors.auth.tokens import (
     call_credentials,
     client_interceptor,
 )
-from raftgrpc.interceptors.auth.verify import TokenVerifier
+from raftgrpc.interceptors.auth._verify import TokenVerifier
 
 __all__ = [
     "ADMIN_ROLE",

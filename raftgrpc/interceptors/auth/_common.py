@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from raftgrpc.errors import RaftGrpcError
+from raftgrpc._errors import RaftGrpcError
 
 logger = logging.getLogger("raftgrpc.auth")
 
@@ -59,7 +59,8 @@ DEFAULT_METHOD_ROLES: Mapping[str, str] = MappingProxyType(
     }
 )
 """The role :func:`server_interceptor` requires per method-path prefix: the Raft stream is
-for node tokens only, the admin service (:mod:`raftgrpc.admin`) for admin tokens only."""
+for node tokens only, the admin service (:mod:`raftgrpc._ops.admin_service`) for admin tokens
+only."""
 
 
 def required_role_for(

@@ -12,7 +12,8 @@ the follower nothing. Worse, PySyncObj's follower truncates its log after a copy
 ``prevLogIdx`` before appending the copy's entries: a late copy removes entries it has
 already acknowledged (and applied) until the copy's own entries put them back.
 
-A :class:`ResendFilter` lives for exactly one stream (one :class:`raftgrpc.link.Link`) and
+A :class:`ResendFilter` lives for exactly one stream (one :class:`raftgrpc._transport.link.Link`)
+and
 remembers which entries of the sender's current term that stream has carried, as the
 contiguous range the follower's log will hold once it has read the stream. An
 append-entries message whose entries all lie in that range is dropped; one that starts

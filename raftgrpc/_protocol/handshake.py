@@ -2,7 +2,8 @@
 
 The dialling node's first request is a Hello naming it (or marking it read-only); the
 accepting node answers with a Welcome naming itself. These functions judge one raw message
-each and say what to do; the gRPC shell (:mod:`raftgrpc.server`, :mod:`raftgrpc.peer`)
+each and say what to do; the gRPC shell (:mod:`raftgrpc._transport.inbound`,
+:mod:`raftgrpc._transport.outbound`)
 does the I/O and the logging.
 """
 

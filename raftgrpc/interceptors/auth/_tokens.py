@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from jwt import PyJWK
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
 from raftgrpc.interceptors._handlers import (
     AnyKindClientInterceptor,
     CallDetails,
@@ -30,7 +30,7 @@ from raftgrpc.interceptors.auth._common import (
     ROLE_CLAIM,
     logger,
 )
-from raftgrpc.interceptors.auth.keys import (
+from raftgrpc.interceptors.auth._keys import (
     _file_signature,
 )
 

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from raftgrpc.link import Link
+from raftgrpc._transport.link import Link
 
 __all__ = ["LivenessMonitor"]
 

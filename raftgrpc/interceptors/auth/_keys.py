@@ -17,7 +17,7 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
 from raftgrpc.interceptors.auth._common import (
     _ALGORITHMS_BY_KTY,
     _EC_CURVE_OF,

@@ -10,11 +10,11 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from raftgrpc import codec
-from raftgrpc.guard import ChunkGuard
-from raftgrpc.handshake import PROTOCOL_VERSION
-from raftgrpc.outbox import Outbox
-from raftgrpc.resend import ResendFilter
+from raftgrpc._protocol import codec
+from raftgrpc._protocol.chunks import ChunkGuard
+from raftgrpc._protocol.handshake import PROTOCOL_VERSION
+from raftgrpc._protocol.resend import ResendFilter
+from raftgrpc._transport.outbox import Outbox
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = [
@@ -60,8 +60,9 @@ class Link:
     ``outbox`` holds what is waiting to be sent on it. A link is *broken* once its stream
     failed or was reset; it is never reused: the next stream to the same peer is a new link,
     so nothing queued for a broken stream can leak onto its successor. ``last_seen`` is the
-    monotonic time anything last arrived on it (see :mod:`raftgrpc.liveness`); ``resends``
-    what entries it carries (:mod:`raftgrpc.resend`).
+    monotonic time anything last arrived on it (see :mod:`raftgrpc._transport.liveness`);
+    ``resends``
+    what entries it carries (:mod:`raftgrpc._protocol.resend`).
 
     The stream's writer (a coroutine on the transport's event loop) waits in
     :meth:`wait_for_work` when there is nothing to send; :meth:`kick` (anything queued,
@@ -162,7 +163,7 @@ class FrameReader:
 
     :meth:`feed` takes each raw message the stream carries, in order. Pulses carry nothing.
     Continuation chunks whose transfer did not start on this stream are dropped (see
-    :mod:`raftgrpc.guard`; ``dropped`` counts them). :class:`FrameError` is raised for
+    :mod:`raftgrpc._protocol.chunks`; ``dropped`` counts them). :class:`FrameError` is raised for
     anything that is not a frame of well-formed messages, and for a frame that would decode
     to more than :func:`frame_budget` (a small frame of many empty entries would otherwise
     cost ~150 times its size before anything accounts for it); nothing of such a frame is

@@ -26,13 +26,13 @@ from typing import Any
 
 import grpc
 
-from raftgrpc.address import grpc_target
-from raftgrpc.config import TransportConfig
-from raftgrpc.errors import ConfigError
-from raftgrpc.middleware import FrameObserver, Middleware, dial
-from raftgrpc.server import claimed_node_id
-from raftgrpc.services import ServiceFactory
-from raftgrpc.transport import GrpcTransport
+from raftgrpc._errors import ConfigError
+from raftgrpc._protocol.address import grpc_target
+from raftgrpc._transport.config import TransportConfig
+from raftgrpc._transport.grpc_transport import GrpcTransport
+from raftgrpc._transport.inbound import claimed_node_id
+from raftgrpc._transport.middleware import FrameObserver, Middleware, dial
+from raftgrpc._transport.services import ServiceFactory
 
 __all__ = ["TransportBuilder", "TransportFactory"]
 
@@ -78,14 +78,15 @@ class TransportBuilder:
     def with_tls(self, tls: Any, *, bind_identity: bool = True) -> TransportBuilder:
         """Serve and dial with TLS.
 
-        ``tls`` is a :class:`raftgrpc.tls.TlsConfig`, or a function of the node id that
+        ``tls`` is a :class:`raftgrpc.TlsConfig`, or a function of the node id that
         returns one (each node has its own certificate, so one builder can serve every node:
         ``lambda node_id: TlsConfig(cert_file=f"certs/{node_id}.crt", ...)``).
         With mTLS (``require_client_cert``) and ``bind_identity``, a peer's certificate must
-        name the node it claims to be in its Hello (:func:`raftgrpc.tls.identity_interceptor`);
+        name the node it claims to be in its Hello
+        (:func:`raftgrpc._security.tls.identity_interceptor`);
         that check is a server layer at this position of the chain.
         """
-        from raftgrpc import tls as tls_module
+        from raftgrpc._security import tls as tls_module
 
         if self._tls is not None:
             raise ConfigError("with_tls() was already called")
@@ -205,12 +206,12 @@ class TransportBuilder:
         self, *, timeout_s: float = 10.0, allow_unauthenticated: bool = False
     ) -> TransportBuilder:
         """Serve ``raftgrpc.v1.Admin`` (status, membership, leadership transfer, code version:
-        PySyncObj's utility commands, see :mod:`raftgrpc.admin`) to admin-role tokens.
+        PySyncObj's utility commands, see :mod:`raftgrpc._ops.admin_service`) to admin-role tokens.
 
         Refused unless :meth:`with_jwt` enforces tokens, or ``allow_unauthenticated=True``
         (then callers on loopback addresses only, for development).
         """
-        from raftgrpc import admin
+        from raftgrpc._ops import admin_service as admin
 
         if self._admin is not None:
             raise ConfigError("with_admin() was already called")
@@ -219,7 +220,7 @@ class TransportBuilder:
         return self
 
     def with_service(self, factory: ServiceFactory) -> TransportBuilder:
-        """Serve an extra service on every node (see :mod:`raftgrpc.services`)."""
+        """Serve an extra service on every node (see :mod:`raftgrpc._transport.services`)."""
         self._services.append(factory)
         return self
 
@@ -227,7 +228,8 @@ class TransportBuilder:
         """Add user server interceptors, as layers at this position of the chain.
 
         A node's server is a ``grpc.aio`` server (the transport's I/O runs on SyncObj's
-        tick thread, see :mod:`raftgrpc.tickloop`): pass ``grpc.aio.ServerInterceptor`` objects;
+        tick thread, see :mod:`raftgrpc._transport.tickloop`): pass ``grpc.aio.ServerInterceptor``
+        objects;
         a ``grpc.ServerInterceptor`` of the synchronous API is refused (ConfigError).
         """
         for interceptor in interceptors:
@@ -269,7 +271,7 @@ class TransportBuilder:
         channel_credentials: grpc.ChannelCredentials | None = None
         channel_options: list[tuple[str, Any]] = []
         if self._tls is not None:
-            from raftgrpc import tls as tls_module
+            from raftgrpc._security import tls as tls_module
 
             tls = self._tls if isinstance(self._tls, tls_module.TlsConfig) else self._tls(node_id)
             if not tls.require_client_cert and any(x.name == "mtls-identity" for x in self._layers):
@@ -309,7 +311,7 @@ class TransportBuilder:
             observer = tracing.FrameTracer(provider, sample_ratio=ratio, node_id=node_id)
         services = list(self._services)
         if self._admin is not None:
-            from raftgrpc import admin
+            from raftgrpc._ops import admin_service as admin
 
             timeout_s, allow = self._admin
             loopback_only = admin.require_authorization(self._jwt_mode, allow_unauthenticated=allow)
@@ -331,7 +333,7 @@ class TransportBuilder:
         """A ``transportClass`` for PySyncObj: ``SyncObj(..., transportClass=builder.build())``."""
         config = self._config
         if self._admin is not None:  # fail here rather than when SyncObj starts
-            from raftgrpc import admin
+            from raftgrpc._ops import admin_service as admin
 
             admin.require_authorization(self._jwt_mode, allow_unauthenticated=self._admin[1])
 

@@ -13,7 +13,7 @@ Every command that takes a TOKEN also reads it from standard input when TOKEN is
 (command-line arguments are visible to other local users in the process list).
 
 ``raftgrpc admin ...`` operates a cluster through a node's admin service
-(:mod:`raftgrpc.admin`), like PySyncObj's ``syncobj_admin``: ``status`` (a table, or
+(:mod:`raftgrpc._ops.admin_service`), like PySyncObj's ``syncobj_admin``: ``status`` (a table, or
 ``--json``), ``add``, ``remove``, ``transfer`` and ``set-version``, with an admin-role token
 (``--token-file``), TLS (``--tls-ca``, ``--tls-cert``/``--tls-key``) or
 ``--insecure-loopback``. Exit codes: 0 done, 1 refused or failed, 2 a usage error.
@@ -312,8 +312,8 @@ def _admin_utility(args: argparse.Namespace) -> Any:
     """The GrpcUtility the admin options describe."""
     import grpc
 
+    from raftgrpc._ops.admin_client import GrpcUtility
     from raftgrpc.interceptors.auth import FileTokenSource, StaticTokenSource
-    from raftgrpc.utility import GrpcUtility
 
     tokens: Any = None
     if args.token is not None and args.token_file is not None:
@@ -328,7 +328,7 @@ def _admin_utility(args: argparse.Namespace) -> Any:
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key and args.tls_ca):
             raise CliError("a client certificate needs --tls-cert, --tls-key and --tls-ca")
-        from raftgrpc.tls import TlsConfig
+        from raftgrpc._security.tls import TlsConfig
 
         tls = TlsConfig(
             cert_file=args.tls_cert,
@@ -362,8 +362,8 @@ def _admin_utility(args: argparse.Namespace) -> Any:
 
 
 def _checked_address(value: str, what: str, allow_empty: bool = False) -> str:
-    from raftgrpc.admin import check_node_address
-    from raftgrpc.errors import ConfigError
+    from raftgrpc._errors import ConfigError
+    from raftgrpc._ops.admin_service import check_node_address
 
     try:
         return check_node_address(value, allow_empty=allow_empty)
@@ -476,7 +476,7 @@ def _admin_failed(args: argparse.Namespace, what: str, exc: Any) -> int:
 
 
 def _cmd_admin_status(args: argparse.Namespace) -> int:
-    from raftgrpc.utility import GrpcUtilityException
+    from raftgrpc._ops.admin_client import GrpcUtilityException
 
     node = _checked_address(args.node, "--node")
     with _admin_utility(args) as utility:
@@ -490,7 +490,7 @@ def _cmd_admin_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_admin_change(args: argparse.Namespace) -> int:
-    from raftgrpc.utility import GrpcUtilityException
+    from raftgrpc._ops.admin_client import GrpcUtilityException
 
     node = _checked_address(args.node, "--node")
     command = args.admin_command

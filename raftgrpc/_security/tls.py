@@ -49,8 +49,8 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from raftgrpc.address import split_host_port
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
+from raftgrpc._protocol.address import split_host_port
 from raftgrpc.interceptors._handlers import (
     AioLayer,
     Behavior,
@@ -98,7 +98,7 @@ class TlsConfig:
     ``server_name_override``: the name to verify the server certificate against instead of
     the dialled host (tests, clusters addressed by IP whose certificates name a DNS host).
 
-    Raises :class:`~raftgrpc.errors.ConfigError` naming the file if a file is missing or
+    Raises :class:`~raftgrpc._errors.ConfigError` naming the file if a file is missing or
     unreadable, does not parse, or the key does not belong to the certificate. The message
     never contains key material.
     """
@@ -289,7 +289,7 @@ def channel_options(cfg: TlsConfig) -> list[tuple[str, Any]]:
 def canonical_node_id(node_id: str) -> str:
     """``host:port`` with an IPv6 host bracketed, an IP normalised, a DNS name lowercased.
 
-    Raises :class:`~raftgrpc.errors.ConfigError` if ``node_id`` is not ``host:port``.
+    Raises :class:`~raftgrpc._errors.ConfigError` if ``node_id`` is not ``host:port``.
 
     >>> canonical_node_id("::1:4321")
     '[::1]:4321'

@@ -24,7 +24,7 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
 from raftgrpc.interceptors.auth._common import (
     _MAX_TOKEN_CHARS,
     _REQUIRED_CLAIMS,
@@ -37,7 +37,7 @@ from raftgrpc.interceptors.auth._common import (
     Claims,
     _unauthenticated,
 )
-from raftgrpc.interceptors.auth.keys import (
+from raftgrpc.interceptors.auth._keys import (
     KeySet,
 )
 

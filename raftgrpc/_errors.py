@@ -7,7 +7,7 @@ Hierarchy::
     └── PeerUnreachable         why a transport has no connection to a peer (a value handed
                                 to MigrationTransport's should_fallback, never raised)
 
-``raftgrpc.codec.CodecError`` (a ``ValueError``) is raised by the codec for messages that
+``raftgrpc.CodecError`` (a ``ValueError``) is raised by the codec for messages that
 cannot be encoded or decoded. The transport never lets it reach PySyncObj: a message it
 cannot encode is logged and not sent, and a frame it cannot decode closes that stream with
 ``INVALID_ARGUMENT``.

@@ -6,7 +6,7 @@ token. It reports three services:
 
 ``""`` (the server)
     SERVING while the transport is up; NOT_SERVING from the start of its shutdown
-    (``destroy()``, or :func:`raftgrpc.shutdown.graceful_shutdown`). Use it for liveness.
+    (``destroy()``, or :func:`raftgrpc.graceful_shutdown`). Use it for liveness.
 ``"raftgrpc.v1.RaftTransport"``
     SERVING once the node's server is bound and ticking, NOT_SERVING when it shuts down. A
     read-only node has no server, so it does not report this service (NOT_FOUND).
@@ -47,10 +47,10 @@ from typing import Any, cast
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from raftgrpc.address import grpc_target
-from raftgrpc.errors import ConfigError
-from raftgrpc.services import NodeContext
-from raftgrpc.serving import start_server
+from raftgrpc._errors import ConfigError
+from raftgrpc._protocol.address import grpc_target
+from raftgrpc._transport.aio_server import start_server
+from raftgrpc._transport.services import NodeContext
 
 __all__ = [
     "OVERALL",
@@ -327,7 +327,7 @@ class HealthService:
 
 
 class HealthServiceFactory:
-    """The :data:`~raftgrpc.services.ServiceFactory` :func:`service` returns; a transport
+    """The :data:`~raftgrpc._transport.services.ServiceFactory` :func:`service` returns; a transport
     recognises it, and adds no default health service when its middleware has one."""
 
     def __init__(self, **options: Any) -> None:

@@ -1,4 +1,4 @@
-"""GrpcUtility: PySyncObj's ``Utility`` over the admin service (:mod:`raftgrpc.admin`).
+"""GrpcUtility: PySyncObj's ``Utility`` over the admin service (:mod:`raftgrpc._ops.admin_service`).
 
 Code written for ``pysyncobj.utility.TcpUtility`` switches by one line::
 
@@ -29,15 +29,15 @@ from typing import Any
 import grpc
 from pysyncobj.utility import Utility, UtilityException
 
-from raftgrpc.address import grpc_target
-from raftgrpc.admin import (
+from raftgrpc._errors import ConfigError
+from raftgrpc._ops.admin_service import (
     FAIL_REASON_KEY,
     LEADER_KEY,
     SERVICE_NAME,
     check_node_address,
     status_dict,
 )
-from raftgrpc.errors import ConfigError
+from raftgrpc._protocol.address import grpc_target
 from raftgrpc.v1 import admin_pb2 as pb
 
 __all__ = ["COMMANDS", "GrpcUtility", "GrpcUtilityException", "UtilityException"]
@@ -109,7 +109,7 @@ class GrpcUtility(Utility):  # type: ignore[misc]  # pysyncobj is untyped
     a node answers a membership change once committed, within its own admin ``timeout_s``).
 
     Channel security, one of:
-    ``tls`` (:class:`raftgrpc.tls.TlsConfig`: its CA verifies the node, its certificate is the
+    ``tls`` (:class:`raftgrpc.TlsConfig`: its CA verifies the node, its certificate is the
     client certificate for mTLS); ``channel_credentials`` (any ``grpc.ChannelCredentials``,
     e.g. ``grpc.ssl_channel_credentials(ca)`` without a client certificate);
     ``insecure_loopback=True`` (gRPC's local credentials, loopback connections only: for
@@ -151,7 +151,7 @@ class GrpcUtility(Utility):  # type: ignore[misc]  # pysyncobj is untyped
         extra: list[tuple[str, Any]] = []
         credentials: grpc.ChannelCredentials | None = channel_credentials
         if tls is not None:
-            from raftgrpc import tls as tls_module
+            from raftgrpc._security import tls as tls_module
 
             credentials = tls_module.channel_credentials(tls)
             extra += tls_module.channel_options(tls)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
 
 __all__ = ["grpc_target", "split_host_port"]
 

@@ -19,23 +19,25 @@ import grpc
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport, TransportNotReadyError
 
-from raftgrpc import codec, grpcenv, health
-from raftgrpc.address import grpc_target, split_host_port
-from raftgrpc.backoff import Backoff
-from raftgrpc.config import TransportConfig
-from raftgrpc.encoder import BatchEncoder
-from raftgrpc.errors import ConfigError, PeerUnreachable
-from raftgrpc.handshake import hello_bytes
-from raftgrpc.hooks import drop_callbacks, guarded
-from raftgrpc.link import Link
-from raftgrpc.liveness import LivenessMonitor
-from raftgrpc.meter import ByteMeter
-from raftgrpc.middleware import Middleware, dial_aio
-from raftgrpc.outbox import Outbox
-from raftgrpc.peer import PeerEvents, PeerStream
-from raftgrpc.server import RaftStreamServicer
-from raftgrpc.serving import start_server
-from raftgrpc.tickloop import TickLoop
+from raftgrpc import _grpcenv as grpcenv
+from raftgrpc._errors import ConfigError, PeerUnreachable
+from raftgrpc._ops import health
+from raftgrpc._protocol import codec
+from raftgrpc._protocol.address import grpc_target, split_host_port
+from raftgrpc._protocol.backoff import Backoff
+from raftgrpc._protocol.encoder import BatchEncoder
+from raftgrpc._protocol.handshake import hello_bytes
+from raftgrpc._pysyncobj import drop_callbacks, guarded
+from raftgrpc._transport.aio_server import start_server
+from raftgrpc._transport.config import TransportConfig
+from raftgrpc._transport.inbound import RaftStreamServicer
+from raftgrpc._transport.link import Link
+from raftgrpc._transport.liveness import LivenessMonitor
+from raftgrpc._transport.meter import ByteMeter
+from raftgrpc._transport.middleware import Middleware, dial_aio
+from raftgrpc._transport.outbound import PeerEvents, PeerStream
+from raftgrpc._transport.outbox import Outbox
+from raftgrpc._transport.tickloop import TickLoop
 
 __all__ = ["GrpcTransport"]
 
@@ -109,7 +111,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if not _told_event_engine:
             _told_event_engine.append(True)
             logger.info(
-                "raftgrpc: gRPC EventEngine %s (raftgrpc.grpcenv)",
+                "raftgrpc: gRPC EventEngine %s (raftgrpc._grpcenv)",
                 grpcenv.event_engine(),
                 extra={"event": "grpc.event_engine", "state": grpcenv.event_engine()},
             )
@@ -135,7 +137,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         """Bytes queued in memory for all peers (``peak`` is the most ever held)."""
         self._inbound_meter = ByteMeter()
         # Every gRPC call of this transport runs on this loop, which SyncObj's tick thread
-        # runs (raftgrpc.tickloop): frames are read and written on the tick thread.
+        # runs (raftgrpc._transport.tickloop): frames are read and written on the tick thread.
         self._tickloop = TickLoop(self.node_id or "read-only")
         self._loop = self._tickloop.loop
         self._ticking = False  # whether _on_tick is registered with SyncObj
@@ -316,7 +318,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._disconnected(peer, link)
             return False
         # Entries this stream already carries, sent again after an acknowledgement set the
-        # follower's nextIndex back, are not sent twice (raftgrpc.resend).
+        # follower's nextIndex back, are not sent twice (raftgrpc._protocol.resend).
         trimmed = link.resends.filter(message, time.monotonic())
         if trimmed is None:
             self._redundant_sends += 1
@@ -479,7 +481,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
 
     def begin_shutdown(self) -> None:
         """Tell the node's services that it is shutting down (health: NOT_SERVING) before
-        ``destroy()`` does; any thread. :func:`raftgrpc.shutdown.graceful_shutdown` calls it."""
+        ``destroy()`` does; any thread. :func:`raftgrpc.graceful_shutdown` calls it."""
         if self._services_closing:
             return
         self._services_closing = True
@@ -517,7 +519,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     def heard_reply(self, node: Any, message: dict[str, Any]) -> None:
         """Tell the stream to ``node`` what ``node`` answered (a ``next_node_idx``; tick
         thread): a reset lets what the stream carried be sent again, a success keeps it
-        trusted (:mod:`raftgrpc.resend`)."""
+        trusted (:mod:`raftgrpc._protocol.resend`)."""
         if message.get("reset"):
             self.forget_sent(node)  # the follower lacks what we sent it, or refused it
         elif message.get("success") and (link := self._link_to(node)) is not None:
@@ -525,7 +527,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
 
     def forget_sent(self, node: Any) -> None:
         """Let the entries the stream to ``node`` carried be sent on it again (tick thread):
-        the node may lack them (:mod:`raftgrpc.resend`)."""
+        the node may lack them (:mod:`raftgrpc._protocol.resend`)."""
         link = self._link_to(node)
         if link is not None:
             link.resends.forget()
@@ -547,7 +549,8 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
 
     @property
     def services(self) -> tuple[Any, ...]:
-        """The node's services (:mod:`raftgrpc.services`), the default health service first."""
+        """The node's services (:mod:`raftgrpc._transport.services`), the default health service
+        first."""
         return tuple(self._services)
 
     def stats(self) -> dict[str, int]:
@@ -720,7 +723,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         # SyncObj cancels a chunked transfer (a snapshot) only if it sees the peer
         # disconnected when an append-entries round starts. Reporting a redialled stream
         # before such a round would let the transfer continue mid-way on the new stream,
-        # where the receiver drops it (raftgrpc.guard) and it must start over. So after a
+        # where the receiver drops it (raftgrpc._protocol.chunks) and it must start over. So after a
         # loss, the next stream is reported from _on_tick, two periods on at the earliest.
         if peer.lost_at > float("-inf"):
             self._deferred.append((peer.lost_at + self._conf.appendEntriesPeriod * 2, peer, link))
@@ -915,7 +918,7 @@ def _same_address(node_id: str) -> str:
 
 
 class _Context:
-    """The :class:`raftgrpc.services.NodeContext` a transport gives its services."""
+    """The :class:`raftgrpc._transport.services.NodeContext` a transport gives its services."""
 
     def __init__(self, transport: GrpcTransport) -> None:
         self._transport = transport
@@ -946,7 +949,8 @@ def _log_syncobj_failure(message: dict[str, Any]) -> None:
     """Log the exception SyncObj raised on ``message`` (called from an except block)."""
     error = sys.exc_info()[1]
     if message.get("transmission") == "finish" and _unpickling_failed(error):
-        # PySyncObj labels a big entry's last few chunks 'finish'; raftgrpc.guard relabels
+        # PySyncObj labels a big entry's last few chunks 'finish'; raftgrpc._protocol.chunks
+        # relabels
         # those that cannot end a pickle, and one that ends like one by chance (1 in ~256)
         # remains: SyncObj fails to unpickle there and completes the entry on a later chunk.
         logger.info(

@@ -41,11 +41,11 @@ import grpc
 from pysyncobj.node import Node
 from pysyncobj.transport import TCPTransport, Transport
 
-from raftgrpc.address import split_host_port
-from raftgrpc.errors import ConfigError, PeerUnreachable
-from raftgrpc.guard import ChunkGuard
-from raftgrpc.hooks import drop_callbacks, guarded
-from raftgrpc.ratelimit import RateLimiter
+from raftgrpc._errors import ConfigError, PeerUnreachable
+from raftgrpc._log_limit import RateLimiter
+from raftgrpc._protocol.address import split_host_port
+from raftgrpc._protocol.chunks import ChunkGuard
+from raftgrpc._pysyncobj import drop_callbacks, guarded
 
 __all__ = [
     "PRIMARY",
@@ -183,7 +183,7 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
 
     ``primary`` and ``secondary`` are transport factories (classes, ``functools.partial``
     objects, ``TransportBuilder.build()``), called as SyncObj calls ``transportClass``.
-    ``should_fallback(error)`` gets a :class:`~raftgrpc.errors.PeerUnreachable` describing
+    ``should_fallback(error)`` gets a :class:`~raftgrpc._errors.PeerUnreachable` describing
     why the primary has no connection to a peer (``GrpcTransport.peer_error``) and decides
     whether the secondary may carry that peer meanwhile.
 
@@ -488,7 +488,7 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
                 return
             if message.get("type") == "next_node_idx":
                 # The follower answers what was sent to it, perhaps on the path it did not
-                # answer on: both paths hear of it (raftgrpc.resend).
+                # answer on: both paths hear of it (raftgrpc._protocol.resend).
                 for transport in self._transports:
                     _heard_reply(transport, node, message)
         self._onMessageReceived(node, message)
@@ -690,7 +690,7 @@ class MigrationTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyp
 
 
 def _heard_reply(transport: Any, node: Any, message: dict[str, Any]) -> None:
-    """Tell ``transport`` (if it filters repeats, :mod:`raftgrpc.resend`) what ``node``
+    """Tell ``transport`` (if it filters repeats, :mod:`raftgrpc._protocol.resend`) what ``node``
     answered."""
     heard = getattr(transport, "heard_reply", None)
     if heard is not None:
@@ -698,7 +698,7 @@ def _heard_reply(transport: Any, node: Any, message: dict[str, Any]) -> None:
 
 
 def _forget_sent(transport: Any, node: Any) -> None:
-    """Have ``transport`` (if it filters repeats, :mod:`raftgrpc.resend`) send ``node``
+    """Have ``transport`` (if it filters repeats, :mod:`raftgrpc._protocol.resend`) send ``node``
     everything again."""
     forget = getattr(transport, "forget_sent", None)
     if forget is not None:

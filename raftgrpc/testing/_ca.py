@@ -2,19 +2,19 @@
 
 This is for development and tests; production certificates come from your PKI (your
 organisation's CA, cert-manager, Vault, ...). It writes PEM files that
-:class:`raftgrpc.tls.TlsConfig` loads: an ECDSA P-256 CA, and leaf certificates that can be
+:class:`raftgrpc.TlsConfig` loads: an ECDSA P-256 CA, and leaf certificates that can be
 used both as a server certificate and as an mTLS client certificate.
 
 A node's certificate (:meth:`CertificateAuthority.issue_node`) names the node id it may
-claim as a SAN URI ``raftgrpc://<host>:<port>`` (see :func:`raftgrpc.tls.node_uri`), plus
+claim as a SAN URI ``raftgrpc://<host>:<port>`` (see :func:`raftgrpc._security.tls.node_uri`), plus
 the host as a SAN IP address or DNS name, so that peers dialling ``host:port`` can verify it
 by hostname::
 
-    from raftgrpc import pki
+    from raftgrpc.testing import _ca as pki
 
     ca = pki.CertificateAuthority.create("certs")
     files = ca.issue_node("127.0.0.1:4321")      # certs/127.0.0.1_4321.{crt,key}
-    # files.cert_file, files.key_file, files.ca_file -> raftgrpc.tls.TlsConfig(...)
+    # files.cert_file, files.key_file, files.ca_file -> raftgrpc.TlsConfig(...)
 
 Private keys are written with mode 0600 and are not encrypted.
 """
@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from raftgrpc.address import split_host_port
-from raftgrpc.errors import ConfigError
-from raftgrpc.tls import _canonical_host, canonical_node_id, node_uri
+from raftgrpc._errors import ConfigError
+from raftgrpc._protocol.address import split_host_port
+from raftgrpc._security.tls import _canonical_host, canonical_node_id, node_uri
 
 __all__ = ["CertFiles", "CertificateAuthority", "file_stem", "node_uri"]
 

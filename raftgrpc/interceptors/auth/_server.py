@@ -11,8 +11,8 @@ from typing import Any
 
 import grpc
 
-from raftgrpc import tls
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
+from raftgrpc._security import tls
 from raftgrpc.interceptors._handlers import (
     AioLayer,
     Behavior,
@@ -32,7 +32,7 @@ from raftgrpc.interceptors.auth._common import (
     logger,
     required_role_for,
 )
-from raftgrpc.interceptors.auth.verify import (
+from raftgrpc.interceptors.auth._verify import (
     TokenVerifier,
 )
 
@@ -536,7 +536,8 @@ def server_interceptor(
     ``bind_unclaimed(request)``: for a request that claims no identity (``identity_of``
     returns None) and for which this returns true, a caller that presented a verified client
     certificate must hold a token whose subject that certificate names
-    (:func:`raftgrpc.tls.default_match`), else ``PERMISSION_DENIED`` ("token subject does not
+    (:func:`raftgrpc._security.tls.default_match`), else ``PERMISSION_DENIED`` ("token subject does
+    not
     match the client certificate"). The builder binds read-only Hellos this way.
     """
     mode = AuthMode(mode)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from raftgrpc.services import ServiceFactory
+from raftgrpc._transport.services import ServiceFactory
 
 __all__ = ["FrameObserver", "Middleware", "NodeCallCredentials", "dial", "dial_aio"]
 
@@ -79,7 +79,7 @@ class Middleware:
     """raftgrpc's per-message spans; None traces nothing."""
 
     services: Sequence[ServiceFactory] = ()
-    """Extra services the node serves (health, admin): see :mod:`raftgrpc.services`."""
+    """Extra services the node serves (health, admin): see :mod:`raftgrpc._transport.services`."""
 
     on_close: Sequence[Callable[[], None]] = field(default_factory=tuple)
     """Called by ``destroy()`` (e.g. to stop a credential reloader)."""
@@ -87,16 +87,16 @@ class Middleware:
     def __post_init__(self) -> None:
         for interceptor in self.server_interceptors:
             if not isinstance(interceptor, grpc.aio.ServerInterceptor):
-                from raftgrpc.errors import ConfigError
+                from raftgrpc._errors import ConfigError
 
                 raise ConfigError(
                     f"{type(interceptor).__name__} is not a grpc.aio.ServerInterceptor: a "
-                    "node's server runs on grpc.aio (see raftgrpc.tickloop); raftgrpc's "
+                    "node's server runs on grpc.aio (see raftgrpc._transport.tickloop); raftgrpc's "
                     "layers have a grpc.aio flavor (aio_server_interceptor)"
                 )
         for client in self.client_interceptors:
             if not isinstance(client, grpc.aio.ClientInterceptor):
-                from raftgrpc.errors import ConfigError
+                from raftgrpc._errors import ConfigError
 
                 raise ConfigError(
                     f"{type(client).__name__} is not a grpc.aio client interceptor: a node's "
@@ -105,7 +105,7 @@ class Middleware:
                 )
         if self.call_credentials is not None and self.channel_credentials is None:
             # gRPC itself refuses call credentials on insecure channels; fail at build time.
-            from raftgrpc.errors import ConfigError
+            from raftgrpc._errors import ConfigError
 
             raise ConfigError(
                 "call credentials (tokens) need channel credentials: TLS, or local credentials "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
 
 __all__ = ["TransportConfig"]
 
@@ -33,7 +33,7 @@ class TransportConfig:
     """Where a node serves gRPC, given its Raft id (``host:port``, the address PySyncObj
     knows it by). None: at that very address. Set it when the Raft ids stay TCP addresses
     while gRPC listens elsewhere, as during a migration from TCPTransport
-    (:class:`raftgrpc.addressing.PortOffset`, :class:`raftgrpc.addressing.AddressMap`, or any
+    (:class:`raftgrpc.PortOffset`, :class:`raftgrpc.AddressMap`, or any
     function). It is applied to every peer's id and to this node's own id; the node listens
     on the mapped port of its own id, on ``SyncObjConf.bindAddress``'s host if that is set
     (``listen_address`` wins over both). Every node must use the same mapping."""
@@ -114,10 +114,10 @@ class TransportConfig:
     """Time ``destroy()`` lets in-flight RPCs finish before cancelling them."""
 
     health: bool = True
-    """Serve the standard gRPC health service (:mod:`raftgrpc.health`) on the node's port:
+    """Serve the standard gRPC health service (:mod:`raftgrpc._ops.health`) on the node's port:
     ``""`` (liveness), ``"raftgrpc.v1.RaftTransport"`` and ``"raft"`` (readiness: a leader is
     known and this node's commit index is close to it). Not added when the middleware's
-    ``services`` already hold a ``raftgrpc.health.service(...)``."""
+    ``services`` already hold a ``raftgrpc._ops.health.service(...)``."""
 
     health_listen_address: str | None = None
     """Also serve health, alone, in plaintext and without interceptors, on this ``host:port``

@@ -6,7 +6,7 @@
 transport's event loop, which the tick thread runs: it calls PySyncObj's utility callback
 there and then awaits PySyncObj's answer without blocking anything, at most ``timeout_s`` or
 the call's deadline. A node serves it when its middleware lists :func:`service`
-(``TransportBuilder.with_admin()``); clients are :class:`raftgrpc.utility.GrpcUtility` and
+(``TransportBuilder.with_admin()``); clients are :class:`raftgrpc._ops.admin_client.GrpcUtility` and
 ``raftgrpc admin ...``.
 
 Failures end the call with a gRPC status, a readable message, and trailing metadata:
@@ -34,9 +34,9 @@ from typing import Any, NoReturn
 
 import grpc
 
-from raftgrpc.address import split_host_port
-from raftgrpc.errors import ConfigError, RaftGrpcError
-from raftgrpc.services import NodeContext, NodeService, ServiceFactory
+from raftgrpc._errors import ConfigError, RaftGrpcError
+from raftgrpc._protocol.address import split_host_port
+from raftgrpc._transport.services import NodeContext, NodeService, ServiceFactory
 from raftgrpc.v1 import admin_pb2 as pb
 
 __all__ = [
@@ -570,7 +570,8 @@ def service(
     loopback_only: bool = False,
     max_concurrent_calls: int = 4,
 ) -> ServiceFactory:
-    """A :data:`~raftgrpc.services.ServiceFactory` serving ``raftgrpc.v1.Admin`` on a node.
+    """A :data:`~raftgrpc._transport.services.ServiceFactory` serving ``raftgrpc.v1.Admin`` on a
+    node.
 
     ``timeout_s`` bounds how long a call waits for PySyncObj's answer (a membership change
     answers once committed), within the call's own deadline. ``loopback_only`` refuses

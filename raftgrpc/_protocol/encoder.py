@@ -12,7 +12,7 @@ import operator
 from collections.abc import Mapping
 from typing import Any
 
-from raftgrpc.codec import encode_message
+from raftgrpc._protocol.codec import encode_message
 
 __all__ = ["BatchEncoder"]
 

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 
-from raftgrpc.meter import ByteMeter
+from raftgrpc._transport.meter import ByteMeter
 
 __all__ = ["Outbox"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from raftgrpc.address import split_host_port
-from raftgrpc.errors import ConfigError
+from raftgrpc._errors import ConfigError
+from raftgrpc._protocol.address import split_host_port
 
 __all__ = ["AddressMap", "PortOffset"]
 

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 import grpc
 
-from raftgrpc import codec
-from raftgrpc.handshake import (
+from raftgrpc._protocol import codec
+from raftgrpc._protocol.handshake import (
     HelloFailure,
     ReadOnlyHello,
     claimed_node_id,
@@ -19,8 +19,8 @@ from raftgrpc.handshake import (
     not_a_member,
     welcome_bytes,
 )
-from raftgrpc.link import PULSE_RESPONSE, FrameError, FrameReader, Link
-from raftgrpc.liveness import LivenessMonitor
+from raftgrpc._transport.link import PULSE_RESPONSE, FrameError, FrameReader, Link
+from raftgrpc._transport.liveness import LivenessMonitor
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = [

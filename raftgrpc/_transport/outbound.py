@@ -10,13 +10,13 @@ from typing import Any
 
 import grpc
 
-from raftgrpc import codec
-from raftgrpc.backoff import Backoff
-from raftgrpc.handshake import WelcomeFailure, judge_welcome
-from raftgrpc.link import PULSE_REQUEST, FrameError, FrameReader, Link
-from raftgrpc.liveness import LivenessMonitor
-from raftgrpc.outbox import Outbox
-from raftgrpc.server import STREAM_METHOD
+from raftgrpc._protocol import codec
+from raftgrpc._protocol.backoff import Backoff
+from raftgrpc._protocol.handshake import WelcomeFailure, judge_welcome
+from raftgrpc._transport.inbound import STREAM_METHOD
+from raftgrpc._transport.link import PULSE_REQUEST, FrameError, FrameReader, Link
+from raftgrpc._transport.liveness import LivenessMonitor
+from raftgrpc._transport.outbox import Outbox
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = ["PeerEvents", "PeerStream"]
@@ -45,7 +45,7 @@ class PeerEvents:
 class PeerStream:
     """Keeps one outbound stream to a peer open, redialling with backoff.
 
-    Each successful handshake yields a fresh :class:`~raftgrpc.link.Link` with its own
+    Each successful handshake yields a fresh :class:`~raftgrpc._transport.link.Link` with its own
     outbox, reported through ``events.established``; its end is reported through
     ``events.lost`` before the next dial starts. The transport reports the next stream to
     PySyncObj no sooner than two append-entries periods after the loss, so SyncObj sees the

@@ -1,0 +1,1 @@
+"""What operators use: health checking, graceful shutdown, the admin service and client, the CLI."""

@@ -1,0 +1,1 @@
+"""Transport security: TLS and mTLS credentials, reloaded from disk when they change."""
