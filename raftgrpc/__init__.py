@@ -1,20 +1,37 @@
 """raftgrpc: a gRPC transport for PySyncObj, the Raft library for Python.
 
-from raftgrpc import GrpcTransport
-node = MyStore("127.0.0.1:4321", ["127.0.0.1:4322", "127.0.0.1:4323"],
-               transportClass=GrpcTransport)
+>>> from raftgrpc import GrpcTransport
+>>> node = MyStore("127.0.0.1:4321", ["127.0.0.1:4322", "127.0.0.1:4323"],
+...                transportClass=GrpcTransport)  # doctest: +SKIP
+
+The public API is what this module exports (``__all__``), plus the public subpackages:
+:mod:`raftgrpc.interceptors` (``auth``, ``tracing``, ``log``, ``retry``, ``identity``),
+:mod:`raftgrpc.testing` (an in-memory transport, the contract suite, a development CA, the
+wire names) and the generated :mod:`raftgrpc.v1`. Modules whose names begin with an
+underscore are internal and may change in any release; a test pins the exported names.
 """
 
 from __future__ import annotations
 
-from raftgrpc import _grpcenv as grpcenv
+from raftgrpc import _grpcenv
 
 # Before anything imports grpc: gRPC's C core reads these when it is first imported.
-grpcenv.apply()
+_grpcenv.apply()
 
 from raftgrpc._builder import TransportBuilder  # noqa: E402
-from raftgrpc._errors import ConfigError, PeerUnreachable, RaftGrpcError  # noqa: E402
+from raftgrpc._errors import (  # noqa: E402
+    AuthError,
+    CliError,
+    CodecError,
+    ConfigError,
+    FrameError,
+    PeerUnreachable,
+    RaftGrpcError,
+)
+from raftgrpc._ops.admin_client import GrpcUtility, GrpcUtilityException  # noqa: E402
+from raftgrpc._ops.shutdown import ShutdownReport, graceful_shutdown  # noqa: E402
 from raftgrpc._protocol.addressing import AddressMap, PortOffset  # noqa: E402
+from raftgrpc._security.tls import TlsConfig  # noqa: E402
 from raftgrpc._transport.config import TransportConfig  # noqa: E402
 from raftgrpc._transport.grpc_transport import GrpcTransport  # noqa: E402
 from raftgrpc._transport.middleware import Middleware  # noqa: E402
@@ -22,16 +39,25 @@ from raftgrpc._transport.migration import MigrationConfig, MigrationTransport  #
 
 __all__ = [
     "AddressMap",
+    "AuthError",
+    "CliError",
+    "CodecError",
     "ConfigError",
+    "FrameError",
     "GrpcTransport",
+    "GrpcUtility",
+    "GrpcUtilityException",
     "Middleware",
     "MigrationConfig",
     "MigrationTransport",
     "PeerUnreachable",
     "PortOffset",
     "RaftGrpcError",
+    "ShutdownReport",
+    "TlsConfig",
     "TransportBuilder",
     "TransportConfig",
+    "graceful_shutdown",
 ]
 
 __version__ = "0.1.0"

@@ -15,14 +15,18 @@ order: the layer added first is the outermost, so it sees a call first and its o
 last (add logging and tracing before auth to log and trace refused calls too). TLS is not
 an interceptor: it secures the port and channels wherever it is added, and with mTLS its
 identity check is a server layer at its position.
+
+``build()`` freezes what the builder holds: the factory it returns keeps that configuration
+even if the builder is changed (or built again) afterwards.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
@@ -34,10 +38,27 @@ from raftgrpc._transport.inbound import claimed_node_id
 from raftgrpc._transport.middleware import FrameObserver, Middleware, dial
 from raftgrpc._transport.services import ServiceFactory
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+    from raftgrpc._security.tls import TlsConfig
+    from raftgrpc.interceptors.auth import AuthMode, TokenSource, TokenVerifier
+
+    # A client interceptor of grpcio's synchronous API (for the channels dial() makes).
+    SyncClientInterceptor: TypeAlias = (
+        grpc.UnaryUnaryClientInterceptor[Any, Any]
+        | grpc.UnaryStreamClientInterceptor[Any, Any]
+        | grpc.StreamUnaryClientInterceptor[Any, Any]
+        | grpc.StreamStreamClientInterceptor[Any, Any]
+    )
+    # grpc.aio's client interceptors have no common typed base in the stubs.
+    AioClientInterceptor: TypeAlias = Any
+
 __all__ = ["TransportBuilder", "TransportFactory"]
 
 TransportFactory = Callable[[Any, Any, Any], GrpcTransport]
 """What ``build()`` returns; PySyncObj calls it with ``(syncObj, selfNode, otherNodes)``."""
+
 
 _LOCAL = grpc.LocalConnectionType.LOCAL_TCP
 
@@ -45,9 +66,96 @@ _LOCAL = grpc.LocalConnectionType.LOCAL_TCP
 @dataclass(frozen=True)
 class _Layer:
     name: str
-    server: Any | None = None  # a grpc.aio.ServerInterceptor (the node's server)
-    client: tuple[Any, ...] = ()  # grpc.aio client interceptors (the node's channels)
-    dial: Any | None = None  # a client interceptor of grpcio's sync API (for dial())
+    server: grpc.aio.ServerInterceptor[Any, Any] | None = None  # the node's server
+    client: tuple[AioClientInterceptor, ...] = ()  # the node's channels
+    dial: SyncClientInterceptor | None = None  # channels made by dial()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a builder has been told, immutable: each ``with_*`` call replaces the
+    builder's plan with a new one, so a factory built earlier keeps the plan it was built
+    from."""
+
+    config: TransportConfig = dataclasses.field(default_factory=TransportConfig)
+    layers: tuple[_Layer, ...] = ()
+    tls: TlsConfig | Callable[[str], TlsConfig] | None = None
+    token_factory: Callable[[str], TokenSource] | None = None
+    local_loopback: bool = False
+    tracing: tuple[TracerProvider | None, float] | None = None
+    retry_options: tuple[tuple[str, Any], ...] = ()
+    closers: tuple[Callable[[], None], ...] = ()
+    jwt_mode: AuthMode | None = None
+    admin: tuple[float, bool] | None = None
+    services: tuple[ServiceFactory, ...] = ()
+
+    def adding(self, *layers: _Layer, **changes: Any) -> _Plan:
+        """This plan with ``layers`` appended to the chain and ``changes`` applied."""
+        return dataclasses.replace(self, layers=self.layers + layers, **changes)
+
+    def middleware(self, node_id: str) -> Middleware:
+        """The middleware of the node whose Raft id is ``node_id`` ("" for read-only)."""
+        server_credentials: grpc.ServerCredentials | None = None
+        channel_credentials: grpc.ChannelCredentials | None = None
+        channel_options: list[tuple[str, Any]] = []
+        if self.tls is not None:
+            from raftgrpc._security import tls as tls_module
+
+            tls = self.tls if isinstance(self.tls, tls_module.TlsConfig) else self.tls(node_id)
+            if not tls.require_client_cert and any(x.name == "mtls-identity" for x in self.layers):
+                raise ConfigError(
+                    f"the TLS configuration of {node_id!r} does not require client certificates, "
+                    "but with_tls() was given a function: return mTLS configurations, or pass "
+                    "bind_identity=False"
+                )
+            server_credentials = tls_module.server_credentials(tls)
+            channel_credentials = tls_module.channel_credentials(tls)
+            channel_options = list(tls_module.channel_options(tls))
+        elif self.local_loopback:
+            server_credentials = grpc.local_server_credentials(_LOCAL)
+            channel_credentials = grpc.local_channel_credentials(_LOCAL)
+        call_credentials = None
+        if self.token_factory is not None:
+            if channel_credentials is None:
+                raise ConfigError(
+                    "JWT tokens are only sent on secure channels: call with_tls(), or pass "
+                    "allow_insecure_loopback=True to with_jwt() for a loopback-only cluster"
+                )
+            # The node's token source is made once, here, when its transport is created
+            # (not on each dial, which may run on the tick thread): a factory that fails
+            # fails the transport's construction with its own error.
+            from raftgrpc.interceptors import auth
+
+            credentials = auth.call_credentials(self.token_factory(node_id))
+
+            def call_credentials(_node_id: str) -> grpc.CallCredentials:
+                return credentials
+
+        observer: FrameObserver | None = None
+        if self.tracing is not None:
+            from raftgrpc.interceptors import tracing
+
+            provider, ratio = self.tracing
+            observer = tracing.FrameTracer(provider, sample_ratio=ratio, node_id=node_id)
+        services = list(self.services)
+        if self.admin is not None:
+            from raftgrpc._ops import admin_service as admin
+
+            timeout_s, allow = self.admin
+            loopback_only = admin.require_authorization(self.jwt_mode, allow_unauthenticated=allow)
+            services.append(admin.service(timeout_s=timeout_s, loopback_only=loopback_only))
+        return Middleware(
+            services=tuple(services),
+            server_interceptors=tuple(x.server for x in self.layers if x.server is not None),
+            client_interceptors=tuple(i for x in self.layers for i in x.client),
+            dial_interceptors=tuple(x.dial for x in self.layers if x.dial is not None),
+            server_credentials=server_credentials,
+            channel_credentials=channel_credentials,
+            channel_options=tuple(channel_options),
+            call_credentials=call_credentials,
+            frame_observer=observer,
+            on_close=self.closers,
+        )
 
 
 class TransportBuilder:
@@ -56,26 +164,20 @@ class TransportBuilder:
     depends on the node (its token's subject) is derived from the node's id."""
 
     def __init__(self, config: TransportConfig | None = None) -> None:
-        self._config = config if config is not None else TransportConfig()
-        self._layers: list[_Layer] = []
-        self._tls: Any | None = None
-        self._token_factory: Callable[[str], Any] | None = None
-        self._local_loopback = False
-        self._tracing: tuple[Any, float] | None = None
-        self._retry_options: list[tuple[str, Any]] = []
-        self._closers: list[Callable[[], None]] = []
-        self._jwt_mode: Any = None
-        self._admin: tuple[float, bool] | None = None
-        self._services: list[ServiceFactory] = []
+        self._plan = _Plan() if config is None else _Plan(config=config)
 
     # -- configuration -------------------------------------------------------------------
 
     def with_config(self, config: TransportConfig) -> TransportBuilder:
         """Use ``config`` for the transport's own settings."""
-        self._config = config
+        if not isinstance(config, TransportConfig):
+            raise ConfigError(f"with_config() takes a TransportConfig, got {type(config).__name__}")
+        self._plan = dataclasses.replace(self._plan, config=config)
         return self
 
-    def with_tls(self, tls: Any, *, bind_identity: bool = True) -> TransportBuilder:
+    def with_tls(
+        self, tls: TlsConfig | Callable[[str], TlsConfig], *, bind_identity: bool = True
+    ) -> TransportBuilder:
         """Serve and dial with TLS.
 
         ``tls`` is a :class:`raftgrpc.TlsConfig`, or a function of the node id that
@@ -88,25 +190,31 @@ class TransportBuilder:
         """
         from raftgrpc._security import tls as tls_module
 
-        if self._tls is not None:
+        if self._plan.tls is not None:
             raise ConfigError("with_tls() was already called")
-        self._tls = tls
+        if not (isinstance(tls, tls_module.TlsConfig) or callable(tls)):
+            raise ConfigError(
+                f"with_tls() takes a TlsConfig or a function of the node id, got "
+                f"{type(tls).__name__}"
+            )
         sample = tls if isinstance(tls, tls_module.TlsConfig) else None
         mutual = sample.require_client_cert if sample is not None else True
+        layers: tuple[_Layer, ...] = ()
         if mutual and bind_identity:
             # A function is called per node in middleware(), which checks that what it
             # returns requires client certificates (unless bind_identity=False).
-            self._layers.append(
-                _Layer("mtls-identity", server=tls_module.aio_identity_interceptor(_raft_identity))
+            layers = (
+                _Layer("mtls-identity", server=tls_module.aio_identity_interceptor(_raft_identity)),
             )
+        self._plan = self._plan.adding(*layers, tls=tls)
         return self
 
     def with_jwt(
         self,
         *,
-        verifier: Any | None = None,
-        tokens: Callable[[str], Any] | None = None,
-        mode: Any = None,
+        verifier: TokenVerifier | None = None,
+        tokens: Callable[[str], TokenSource] | None = None,
+        mode: AuthMode | str | None = None,
         allow_insecure_loopback: bool = False,
     ) -> TransportBuilder:
         """Authenticate nodes with JWTs (:mod:`raftgrpc.interceptors.auth`).
@@ -125,27 +233,34 @@ class TransportBuilder:
 
         if verifier is None and tokens is None:
             raise ConfigError("with_jwt() needs a verifier, a token factory, or both")
+        if tokens is not None and not callable(tokens):
+            raise ConfigError("with_jwt(tokens=...) takes a function of the node id")
+        layers: tuple[_Layer, ...] = ()
+        jwt_mode = self._plan.jwt_mode
         if verifier is not None:
-            mode = auth.AuthMode.ENFORCE if mode is None else auth.AuthMode(mode)
-            self._jwt_mode = mode
-            self._layers.append(
+            jwt_mode = auth.AuthMode.ENFORCE if mode is None else auth.AuthMode(mode)
+            layers = (
                 _Layer(
                     "jwt",
                     server=auth.aio_server_interceptor(
                         verifier,
-                        mode=mode,
+                        mode=jwt_mode,
                         identity_of=_raft_identity,
                         bind_unclaimed=_is_raft_stream,
                     ),
-                )
+                ),
             )
-        self._token_factory = tokens
-        self._local_loopback = allow_insecure_loopback
+        self._plan = self._plan.adding(
+            *layers,
+            jwt_mode=jwt_mode,
+            token_factory=tokens,
+            local_loopback=allow_insecure_loopback,
+        )
         return self
 
     def with_tracing(
         self,
-        tracer_provider: Any | None = None,
+        tracer_provider: TracerProvider | None = None,
         *,
         sample_ratio: float = 0.01,
         rpc_spans: bool = True,
@@ -161,23 +276,24 @@ class TransportBuilder:
 
         if not 0.0 <= sample_ratio <= 1.0:
             raise ConfigError(f"sample_ratio must be within [0, 1], got {sample_ratio!r}")
+        layers: tuple[_Layer, ...] = ()
         if rpc_spans:
-            self._layers.append(
+            layers = (
                 _Layer(
                     "tracing",
                     server=tracing.aio_server_interceptor(tracer_provider),
                     client=tuple(tracing.aio_client_interceptors(tracer_provider)),
                     dial=tracing.client_interceptor(tracer_provider),
-                )
+                ),
             )
-        self._tracing = (tracer_provider, sample_ratio)
+        self._plan = self._plan.adding(*layers, tracing=(tracer_provider, sample_ratio))
         return self
 
     def with_logging(self, logger: logging.Logger | None = None) -> TransportBuilder:
         """Log each RPC's lifecycle with structured fields (:mod:`raftgrpc.interceptors.log`)."""
         from raftgrpc.interceptors import log
 
-        self._layers.append(
+        self._plan = self._plan.adding(
             _Layer(
                 "logging",
                 server=log.aio_server_interceptor(logger),
@@ -198,8 +314,10 @@ class TransportBuilder:
         """
         from raftgrpc.interceptors import retry
 
-        self._retry_options = list(retry.channel_options(methods, **policy))
-        self._layers.append(_Layer("retry", server=retry.aio_server_interceptor()))
+        self._plan = self._plan.adding(
+            _Layer("retry", server=retry.aio_server_interceptor()),
+            retry_options=tuple(retry.channel_options(methods, **policy)),
+        )
         return self
 
     def with_admin(
@@ -213,18 +331,22 @@ class TransportBuilder:
         """
         from raftgrpc._ops import admin_service as admin
 
-        if self._admin is not None:
+        if self._plan.admin is not None:
             raise ConfigError("with_admin() was already called")
         admin.service(timeout_s=timeout_s)  # validates the settings now
-        self._admin = (timeout_s, allow_unauthenticated)
+        self._plan = dataclasses.replace(self._plan, admin=(timeout_s, allow_unauthenticated))
         return self
 
     def with_service(self, factory: ServiceFactory) -> TransportBuilder:
         """Serve an extra service on every node (see :mod:`raftgrpc._transport.services`)."""
-        self._services.append(factory)
+        if not callable(factory):
+            raise ConfigError(f"with_service() takes a service factory, got {factory!r}")
+        self._plan = dataclasses.replace(self._plan, services=(*self._plan.services, factory))
         return self
 
-    def with_server_interceptor(self, *interceptors: Any) -> TransportBuilder:
+    def with_server_interceptor(
+        self, *interceptors: grpc.aio.ServerInterceptor[Any, Any]
+    ) -> TransportBuilder:
         """Add user server interceptors, as layers at this position of the chain.
 
         A node's server is a ``grpc.aio`` server (the transport's I/O runs on SyncObj's
@@ -238,24 +360,31 @@ class TransportBuilder:
                     f"{type(interceptor).__name__} is not a grpc.aio.ServerInterceptor: a "
                     "node's server runs on grpc.aio; write the interceptor for grpc.aio"
                 )
-        self._layers.extend(_Layer("user", server=i) for i in interceptors)
+        self._plan = self._plan.adding(*(_Layer("user", server=i) for i in interceptors))
         return self
 
-    def with_client_interceptor(self, *interceptors: Any) -> TransportBuilder:
+    def with_client_interceptor(
+        self, *interceptors: AioClientInterceptor | SyncClientInterceptor
+    ) -> TransportBuilder:
         """Add user client interceptors, as layers at this position of the chain:
         ``grpc.aio`` client interceptors apply to the node's own channels (its Raft
         streams), interceptors of grpcio's synchronous API to the channels :meth:`dial`
         makes."""
-        for interceptor in interceptors:
-            if isinstance(interceptor, grpc.aio.ClientInterceptor):
-                self._layers.append(_Layer("user", client=(interceptor,)))
-            else:
-                self._layers.append(_Layer("user", dial=interceptor))
+        self._plan = self._plan.adding(
+            *(
+                _Layer("user", client=(i,))
+                if isinstance(i, grpc.aio.ClientInterceptor)
+                else _Layer("user", dial=i)
+                for i in interceptors
+            )
+        )
         return self
 
     def on_close(self, callback: Callable[[], None]) -> TransportBuilder:
         """Call ``callback`` when a transport built here is destroyed."""
-        self._closers.append(callback)
+        if not callable(callback):
+            raise ConfigError(f"on_close() takes a callable, got {callback!r}")
+        self._plan = dataclasses.replace(self._plan, closers=(*self._plan.closers, callback))
         return self
 
     # -- results -------------------------------------------------------------------------
@@ -263,84 +392,31 @@ class TransportBuilder:
     @property
     def layers(self) -> list[str]:
         """Names of the chain's layers, outermost first (for logs and tests)."""
-        return [layer.name for layer in self._layers]
+        return [layer.name for layer in self._plan.layers]
 
     def middleware(self, node_id: str) -> Middleware:
         """The middleware of the node whose Raft id is ``node_id`` ("" for read-only)."""
-        server_credentials: grpc.ServerCredentials | None = None
-        channel_credentials: grpc.ChannelCredentials | None = None
-        channel_options: list[tuple[str, Any]] = []
-        if self._tls is not None:
-            from raftgrpc._security import tls as tls_module
-
-            tls = self._tls if isinstance(self._tls, tls_module.TlsConfig) else self._tls(node_id)
-            if not tls.require_client_cert and any(x.name == "mtls-identity" for x in self._layers):
-                raise ConfigError(
-                    f"the TLS configuration of {node_id!r} does not require client certificates, "
-                    "but with_tls() was given a function: return mTLS configurations, or pass "
-                    "bind_identity=False"
-                )
-            server_credentials = tls_module.server_credentials(tls)
-            channel_credentials = tls_module.channel_credentials(tls)
-            channel_options = list(tls_module.channel_options(tls))
-        elif self._local_loopback:
-            server_credentials = grpc.local_server_credentials(_LOCAL)
-            channel_credentials = grpc.local_channel_credentials(_LOCAL)
-        call_credentials = None
-        if self._token_factory is not None:
-            if channel_credentials is None:
-                raise ConfigError(
-                    "JWT tokens are only sent on secure channels: call with_tls(), or pass "
-                    "allow_insecure_loopback=True to with_jwt() for a loopback-only cluster"
-                )
-            # The node's token source is made once, here, when its transport is created
-            # (not on each dial, which may run on the tick thread): a factory that fails
-            # fails the transport's construction with its own error.
-            from raftgrpc.interceptors import auth
-
-            credentials = auth.call_credentials(self._token_factory(node_id))
-
-            def call_credentials(_node_id: str) -> grpc.CallCredentials:
-                return credentials
-
-        observer: FrameObserver | None = None
-        if self._tracing is not None:
-            from raftgrpc.interceptors import tracing
-
-            provider, ratio = self._tracing
-            observer = tracing.FrameTracer(provider, sample_ratio=ratio, node_id=node_id)
-        services = list(self._services)
-        if self._admin is not None:
-            from raftgrpc._ops import admin_service as admin
-
-            timeout_s, allow = self._admin
-            loopback_only = admin.require_authorization(self._jwt_mode, allow_unauthenticated=allow)
-            services.append(admin.service(timeout_s=timeout_s, loopback_only=loopback_only))
-        return Middleware(
-            services=tuple(services),
-            server_interceptors=tuple(x.server for x in self._layers if x.server is not None),
-            client_interceptors=tuple(i for x in self._layers for i in x.client),
-            dial_interceptors=tuple(x.dial for x in self._layers if x.dial is not None),
-            server_credentials=server_credentials,
-            channel_credentials=channel_credentials,
-            channel_options=tuple(channel_options),
-            call_credentials=call_credentials,
-            frame_observer=observer,
-            on_close=tuple(self._closers),
-        )
+        return self._plan.middleware(node_id)
 
     def build(self) -> TransportFactory:
-        """A ``transportClass`` for PySyncObj: ``SyncObj(..., transportClass=builder.build())``."""
-        config = self._config
-        if self._admin is not None:  # fail here rather than when SyncObj starts
+        """A ``transportClass`` for PySyncObj: ``SyncObj(..., transportClass=builder.build())``.
+
+        The factory keeps the configuration the builder holds now: later ``with_*`` calls on
+        the builder do not change it."""
+        plan = self._plan
+        if plan.admin is not None:  # fail here rather than when SyncObj starts
             from raftgrpc._ops import admin_service as admin
 
-            admin.require_authorization(self._jwt_mode, allow_unauthenticated=self._admin[1])
+            admin.require_authorization(plan.jwt_mode, allow_unauthenticated=plan.admin[1])
 
         def factory(syncObj: Any, selfNode: Any, otherNodes: Any) -> GrpcTransport:
             node_id = selfNode.id if selfNode is not None else ""
             return GrpcTransport(
-                syncObj, selfNode, otherNodes, config=config, middleware=self.middleware(node_id)
+                syncObj,
+                selfNode,
+                otherNodes,
+                config=plan.config,
+                middleware=plan.middleware(node_id),
             )
 
         factory.__name__ = factory.__qualname__ = "GrpcTransport"
@@ -352,7 +428,10 @@ class TransportBuilder:
         (admin, health) made as ``node_id``
         (it picks the token subject and, when ``with_tls`` got a function, the certificate
         files: pass an id that function knows)."""
-        return dial(grpc_target(address), self.middleware(node_id), node_id, self._retry_options)
+        plan = self._plan
+        return dial(
+            grpc_target(address), plan.middleware(node_id), node_id, list(plan.retry_options)
+        )
 
 
 def _is_raft_stream(request: Any) -> bool:

@@ -69,6 +69,34 @@ def test_first_added_layer_is_outermost_on_both_sides(hosts: list[Host]) -> None
     assert client_log[:4] == ["outer", "inner", "outer", "inner"]
 
 
+def test_a_built_factory_keeps_its_layers_when_the_builder_changes_later(
+    hosts: list[Host],
+) -> None:
+    """build() freezes the chain: layers added to the builder afterwards, or a second
+    build, do not reach the transports of a factory built before."""
+    server_log: list[str] = []
+    builder = TransportBuilder().with_server_interceptor(Recording("built", server_log))
+    factory = builder.build()
+    builder.with_server_interceptor(Recording("later", server_log)).with_logging()
+    assert builder.layers == ["user", "user", "logging"]
+    pair(hosts, TransportConfig(), factory=factory)
+    assert server_log.count("built") >= 2  # one stream per direction passed the layer
+    assert "later" not in server_log
+    # The builder itself (and what it builds next) has the new layers.
+    assert len(builder.middleware("127.0.0.1:1").server_interceptors) == 3
+
+
+def test_the_builder_refuses_inputs_of_the_wrong_type_with_the_reason() -> None:
+    with pytest.raises(ConfigError, match="TransportConfig"):
+        TransportBuilder().with_config({"connect_timeout_s": 1})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="TlsConfig or a function"):
+        TransportBuilder().with_tls("certs/")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="function of the node id"):
+        TransportBuilder().with_jwt(tokens="token")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="service factory"):
+        TransportBuilder().with_service(42)  # type: ignore[arg-type]
+
+
 def test_a_server_interceptor_of_the_synchronous_api_is_refused_with_the_reason() -> None:
     """A node's server is a grpc.aio server: a grpc.ServerInterceptor could not run there."""
     with pytest.raises(ConfigError, match=r"SyncRecording is not a grpc\.aio\.ServerInterceptor"):

@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 from pysyncobj.utility import Utility, UtilityException
 
-from raftgrpc._errors import ConfigError
+from raftgrpc._errors import ConfigError, RaftGrpcError
 from raftgrpc._ops.admin_service import (
     FAIL_REASON_KEY,
     LEADER_KEY,
@@ -59,7 +59,7 @@ _FAIL_REASONS = frozenset(
 _LOCAL = grpc.LocalConnectionType.LOCAL_TCP
 
 
-class GrpcUtilityException(UtilityException):  # type: ignore[misc]  # pysyncobj is untyped
+class GrpcUtilityException(RaftGrpcError, UtilityException):  # type: ignore[misc]  # pysyncobj is untyped
     """A command failed. ``code`` is the call's gRPC status, ``details`` its message,
     ``fail_reason`` the PySyncObj FAIL_REASON name (``EXCEPTION`` if PySyncObj raised,
     ``TIMEOUT``, or None for failures outside PySyncObj: unreachable, refused token...) and

@@ -36,14 +36,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from raftgrpc._errors import CliError
+
 __all__ = ["COMMAND_GROUPS", "build_parser", "main"]
 
 _KEYGEN_ALGORITHMS = ("ES256", "ES384", "RS256", "PS256", "EdDSA")
 _MINT_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "EdDSA")
-
-
-class CliError(Exception):
-    """A usage or input problem: printed as ``raftgrpc: error: ...``, exit status 2."""
 
 
 # -- files ---------------------------------------------------------------------------------

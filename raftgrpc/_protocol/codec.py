@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate, pairwise, repeat
 from typing import Any
 
+from raftgrpc._errors import CodecError
 from raftgrpc.v1 import transport_pb2
 
 __all__ = [
@@ -58,14 +59,6 @@ _KEYS_APPLY_COMMAND = frozenset({"type", "command"})
 _KEYS_APPLY_COMMAND_ID = frozenset({"type", "command", "request_id"})
 _KEYS_RESPONSE_POSITION = frozenset({"type", "request_id", "log_idx", "log_term"})
 _KEYS_RESPONSE_ERROR = frozenset({"type", "request_id", "error"})
-
-
-class CodecError(ValueError):
-    """A message could not be encoded or decoded.
-
-    The message text says what is wrong (a key, a field, a type name); it never contains
-    payload bytes.
-    """
 
 
 # --------------------------------------------------------------------------- helpers

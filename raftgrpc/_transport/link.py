@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from raftgrpc._errors import FrameError
 from raftgrpc._protocol import codec
 from raftgrpc._protocol.chunks import ChunkGuard
 from raftgrpc._protocol.handshake import PROTOCOL_VERSION
@@ -48,10 +49,6 @@ def decoded_size(raw_bytes: int, messages: list[dict[str, Any]]) -> int:
     """Estimated memory of ``messages`` decoded from a frame of ``raw_bytes``."""
     entries = sum(len(m.get("entries") or ()) for m in messages)
     return _footprint(raw_bytes, len(messages), entries)
-
-
-class FrameError(Exception):
-    """A peer sent something that is not a valid frame; the stream must be closed."""
 
 
 class Link:

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from raftgrpc._errors import RaftGrpcError
+from raftgrpc._errors import AuthError as AuthError  # re-exported: the auth modules raise it
 
 logger = logging.getLogger("raftgrpc.auth")
 
@@ -95,24 +95,6 @@ _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 # -- errors, modes, claims -----------------------------------------------------------------
-
-
-class AuthError(RaftGrpcError):
-    """A call's credentials were refused.
-
-    ``code`` is the gRPC status the call ends with (``UNAUTHENTICATED`` for every problem
-    with the token itself, ``PERMISSION_DENIED`` for a valid token that may not do what it
-    tries). ``reason`` is short, safe to show to the client and to log: it never contains
-    the token or any key material.
-    """
-
-    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"AuthError({self.code.name}, {self.reason!r})"
 
 
 def _unauthenticated(reason: str) -> AuthError:
