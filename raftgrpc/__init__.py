@@ -30,7 +30,7 @@ from raftgrpc._errors import (  # noqa: E402
 )
 from raftgrpc._ops.admin_client import GrpcUtility, GrpcUtilityException  # noqa: E402
 from raftgrpc._ops.shutdown import ShutdownReport, graceful_shutdown  # noqa: E402
-from raftgrpc._protocol.addressing import AddressMap, PortOffset  # noqa: E402
+from raftgrpc._protocol.address import AddressMap, PortOffset  # noqa: E402
 from raftgrpc._security.tls import TlsConfig  # noqa: E402
 from raftgrpc._transport.config import TransportConfig  # noqa: E402
 from raftgrpc._transport.grpc_transport import GrpcTransport  # noqa: E402

@@ -1,16 +1,91 @@
-"""What every raftgrpc transport owes PySyncObj's tick thread, whatever carries its messages.
+"""Everything raftgrpc knows about PySyncObj beyond its documented API, in one place.
 
-PySyncObj calls a transport on its tick thread and does not expect it to raise; and once a
-transport is destroyed, nothing it still does may reach SyncObj through a callback.
+PySyncObj (``pysyncobj`` on PyPI) has no public API for some of what a transport, a health
+check or an admin service needs: its tick-thread poller, its leader, private fields behind
+name mangling, the values of its enums. Every such access is a function here, so that a new
+PySyncObj release is checked in one module (tests/test_pysyncobj.py fails if a name moved).
+Checked against pysyncobj 0.3.17 (pyproject.toml requires >= 0.3.17).
+
+It also holds what every raftgrpc transport owes PySyncObj's tick thread, whatever carries
+its messages: PySyncObj calls a transport on its tick thread and does not expect it to raise
+(:func:`guarded`); and once a transport is destroyed, nothing it still does may reach SyncObj
+through a callback (:func:`drop_callbacks`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["drop_callbacks", "guarded"]
+from pysyncobj.config import FAIL_REASON
+
+__all__ = [
+    "CANDIDATE",
+    "FAIL_REASON_NAMES",
+    "FOLLOWER",
+    "LEADER",
+    "NOT_LEADER",
+    "RAFT_STATE_NAMES",
+    "SUCCESS",
+    "drop_callbacks",
+    "election_deadline",
+    "guarded",
+    "is_leader",
+    "last_response_times",
+    "leader_of",
+]
+
+# -- enums -------------------------------------------------------------------------------
+
+FAIL_REASON_NAMES: Mapping[int, str] = {
+    value: name
+    for name, value in vars(FAIL_REASON).items()
+    if not name.startswith("_") and isinstance(value, int)
+}
+"""``pysyncobj.config.FAIL_REASON`` by value (``{0: "SUCCESS", 1: "QUEUE_FULL", ...}``): the
+names are part of raftgrpc's admin wire contract (trailing metadata ``raftgrpc-fail-reason``)."""
+SUCCESS: int = FAIL_REASON.SUCCESS
+NOT_LEADER: int = FAIL_REASON.NOT_LEADER
+
+# pysyncobj.syncobj._RAFT_STATE (private): the ``state`` of getStatus().
+FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
+RAFT_STATE_NAMES: Mapping[int, str] = {
+    FOLLOWER: "follower",
+    CANDIDATE: "candidate",
+    LEADER: "leader",
+}
+"""Each Raft state of ``getStatus()['state']`` by its lower-case name."""
+
+
+# -- private state of a SyncObj ----------------------------------------------------------
+
+
+def leader_of(syncobj: Any) -> Any:
+    """The node the SyncObj believes leads (a ``pysyncobj.Node``), or None."""
+    return syncobj._getLeader()
+
+
+def is_leader(syncobj: Any) -> bool:
+    """Whether the SyncObj leads now."""
+    return bool(syncobj._isLeader())
+
+
+def last_response_times(syncobj: Any) -> Mapping[Any, float] | None:
+    """On a leader: the monotonic time each follower last answered, by node (None if the
+    field is absent in this PySyncObj)."""
+    answered = getattr(syncobj, "_SyncObj__lastResponseTime", None)
+    return answered if isinstance(answered, Mapping) else None
+
+
+def election_deadline(syncobj: Any) -> float | None:
+    """On a follower: the monotonic time at which it starts an election unless the leader
+    is heard from (reset by every append-entries), or None if the field is absent."""
+    deadline = getattr(syncobj, "_SyncObj__raftElectionDeadline", None)
+    return float(deadline) if isinstance(deadline, int | float) else None
+
+
+# -- the tick thread ---------------------------------------------------------------------
 
 
 def guarded(log: logging.Logger, work: Callable[[], Any], what: str) -> Any:

@@ -1,4 +1,4 @@
-"""Raft id -> gRPC address mappings (raftgrpc._protocol.addressing) and how GrpcTransport uses them
+"""Raft id -> gRPC address mappings (raftgrpc._protocol.address) and how GrpcTransport uses them
 (TransportConfig.address_of, listen_target, peer_error)."""
 
 from __future__ import annotations

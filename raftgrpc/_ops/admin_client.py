@@ -38,6 +38,7 @@ from raftgrpc._ops.admin_service import (
     status_dict,
 )
 from raftgrpc._protocol.address import grpc_target
+from raftgrpc._pysyncobj import FAIL_REASON_NAMES
 from raftgrpc.v1 import admin_pb2 as pb
 
 __all__ = ["COMMANDS", "GrpcUtility", "GrpcUtilityException", "UtilityException"]
@@ -45,17 +46,9 @@ __all__ = ["COMMANDS", "GrpcUtility", "GrpcUtilityException", "UtilityException"
 COMMANDS = ("status", "add", "remove", "set_version", "transfer")
 """The commands ``executeCommand`` understands (PySyncObj's utility commands)."""
 
-_FAIL_REASONS = frozenset(
-    {
-        "QUEUE_FULL",
-        "MISSING_LEADER",
-        "DISCARDED",
-        "NOT_LEADER",
-        "LEADER_CHANGED",
-        "REQUEST_DENIED",
-        "UNKNOWN_OUTCOME",
-    }
-)
+# What a failed command's trailer may name besides EXCEPTION and TIMEOUT: PySyncObj's own
+# failures, reported to the caller as UtilityException's message.
+_FAIL_REASONS = frozenset(FAIL_REASON_NAMES.values()) - {"SUCCESS"}
 _LOCAL = grpc.LocalConnectionType.LOCAL_TCP
 
 

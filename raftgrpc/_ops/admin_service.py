@@ -30,12 +30,18 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import grpc
 
 from raftgrpc._errors import ConfigError, RaftGrpcError
 from raftgrpc._protocol.address import split_host_port
+from raftgrpc._pysyncobj import (
+    FAIL_REASON_NAMES,
+    RAFT_STATE_NAMES,
+    SUCCESS,
+    leader_of,
+)
 from raftgrpc._transport.services import NodeContext, NodeService, ServiceFactory
 from raftgrpc.v1 import admin_pb2 as pb
 
@@ -46,6 +52,7 @@ __all__ = [
     "SERVICE_NAME",
     "AdminService",
     "check_node_address",
+    "raft_state_name",
     "require_authorization",
     "service",
     "status_dict",
@@ -64,19 +71,6 @@ FAIL_REASON_KEY = "raftgrpc-fail-reason"
 LEADER_KEY = "raftgrpc-leader"
 """Trailing metadata: the leader the node knows, when a call failed and it knows one."""
 
-# pysyncobj.config.FAIL_REASON, by value (the names are part of the wire contract).
-_FAIL_NAMES = {
-    0: "SUCCESS",
-    1: "QUEUE_FULL",
-    2: "MISSING_LEADER",
-    3: "DISCARDED",
-    4: "NOT_LEADER",
-    5: "LEADER_CHANGED",
-    6: "REQUEST_DENIED",
-    7: "UNKNOWN_OUTCOME",
-}
-_SUCCESS = 0
-_NOT_LEADER = 4
 _FAIL_CODES: Mapping[str, tuple[grpc.StatusCode, str]] = {
     "QUEUE_FULL": (grpc.StatusCode.RESOURCE_EXHAUSTED, "the node's command queue is full"),
     "MISSING_LEADER": (
@@ -103,8 +97,21 @@ _DENIED_BECAUSE = {
     "transfer": "the target must be a connected member that has every entry of the leader's log",
     "set_version": "the request was refused",
 }
-_STATE_BY_RAFT = {0: pb.RAFT_STATE_FOLLOWER, 1: pb.RAFT_STATE_CANDIDATE, 2: pb.RAFT_STATE_LEADER}
-_RAFT_BY_STATE = {v: k for k, v in _STATE_BY_RAFT.items()}
+# getStatus()'s state -> the wire's RaftState, by name (RAFT_STATE_FOLLOWER for "follower").
+_STATE_BY_RAFT: Mapping[int, pb.RaftState] = {
+    state: cast("pb.RaftState", pb.RaftState.Value(f"RAFT_STATE_{name.upper()}"))
+    for state, name in RAFT_STATE_NAMES.items()
+}
+_RAFT_BY_STATE: Mapping[int, int] = {v: k for k, v in _STATE_BY_RAFT.items()}
+
+
+def raft_state_name(state: int) -> str:
+    """The lower-case name (``"leader"``) of a StatusResponse's ``RaftState``; ``"unknown"``
+    for RAFT_STATE_UNSPECIFIED or a value this version does not know."""
+    raft = _RAFT_BY_STATE.get(state)
+    return "unknown" if raft is None else RAFT_STATE_NAMES[raft]
+
+
 _MAX_MESSAGE_CHARS = 500
 _MAX_ADDRESS_CHARS = 300
 
@@ -299,8 +306,8 @@ class _Outcome:
     def answer(self, result: Any, error: Any) -> None:
         """PySyncObj's ``callback(result, error)``; runs on the tick thread, never raises."""
         try:
-            if error is not None and error != _SUCCESS:
-                self.leader = _node_id(self._syncobj._getLeader())
+            if error is not None and error != SUCCESS:
+                self.leader = _node_id(leader_of(self._syncobj))
         except Exception:
             self.leader = ""
         self._settle(result, error, None)
@@ -551,9 +558,9 @@ class AdminService:
     @staticmethod
     def _failure(command: str, outcome: _Outcome) -> _Refused | None:
         error = outcome.error
-        if error is None or error == _SUCCESS:
+        if error is None or error == SUCCESS:
             return None
-        name = _FAIL_NAMES.get(error, str(error)) if isinstance(error, int) else str(error)
+        name = FAIL_REASON_NAMES.get(error, str(error)) if isinstance(error, int) else str(error)
         code, text = _FAIL_CODES.get(name, (grpc.StatusCode.UNKNOWN, f"failed ({name})"))
         if name == "NOT_LEADER":
             text += (

@@ -303,8 +303,6 @@ def _add_token_commands(groups: Any) -> None:
 
 # -- admin commands ------------------------------------------------------------------------
 
-_STATE_NAMES = {1: "follower", 2: "candidate", 3: "leader"}
-
 
 def _admin_utility(args: argparse.Namespace) -> Any:
     """The GrpcUtility the admin options describe."""
@@ -378,10 +376,12 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def _status_json(response: Any) -> dict[str, Any]:
+    from raftgrpc._ops.admin_service import raft_state_name
+
     match, next_idx = dict(response.match_idx), dict(response.next_node_idx)
     return {
         "node": response.self_node,
-        "state": _STATE_NAMES.get(response.state, "unknown"),
+        "state": raft_state_name(response.state),
         "leader": response.leader or None,
         "has_quorum": response.has_quorum,
         "raft_term": response.raft_term,

@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, cast
 
 import grpc
@@ -49,6 +49,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from raftgrpc._errors import ConfigError
 from raftgrpc._protocol.address import grpc_target
+from raftgrpc._pysyncobj import LEADER, election_deadline, last_response_times
 from raftgrpc._transport.aio_server import start_server
 from raftgrpc._transport.services import NodeContext
 
@@ -75,7 +76,6 @@ RAFT = "raft"
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-_LEADER = 2  # pysyncobj.syncobj._RAFT_STATE.LEADER
 _BIND_RETRY_S = 1.0
 
 
@@ -91,22 +91,22 @@ def raft_health(syncobj: Any, max_commit_lag: int, now: float | None = None) -> 
     if status.get("leader") is None:
         return False, "no leader known"
     commit_idx = int(status.get("commit_idx", 0))
-    if status.get("state") == _LEADER:
+    if status.get("state") == LEADER:
         if not status.get("has_quorum"):
             return False, "leader without a connected majority"
-        answered = getattr(syncobj, "_SyncObj__lastResponseTime", None)
+        answered = last_response_times(syncobj)
         others = getattr(syncobj, "otherNodes", None)
         conf = getattr(syncobj, "conf", None)
         window = getattr(conf, "raftMaxTimeout", None)
-        if isinstance(answered, Mapping) and others is not None and window is not None:
+        if answered is not None and others is not None and window is not None:
             since = now - float(window)
             members = list(others)
             fresh = 1 + sum(1 for n in members if answered.get(n, float("-inf")) > since)
             if fresh <= (len(members) + 1) / 2:
                 return False, f"leader answered by {fresh} of {len(members) + 1} nodes lately"
         return True, f"leader, commit index {commit_idx}"
-    deadline = getattr(syncobj, "_SyncObj__raftElectionDeadline", None)
-    if isinstance(deadline, int | float) and deadline < now:
+    deadline = election_deadline(syncobj)
+    if deadline is not None and deadline < now:
         return False, "nothing heard from the leader within the election timeout"
     lag = int(status.get("leader_commit_idx", commit_idx)) - commit_idx
     if lag > max_commit_lag:

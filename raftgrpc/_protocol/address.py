@@ -1,10 +1,20 @@
-"""Node addresses as PySyncObj writes them, and as gRPC wants them."""
+"""Node addresses as PySyncObj writes them, as gRPC wants them, and maps between the two.
+
+PySyncObj names a node by its TCP address (``"10.0.0.1:4321"``) and writes that name into
+its log and membership, so the name outlives the transport. A cluster that moves from
+TCPTransport to gRPC keeps those names, while gRPC must listen on another port for as long
+as both transports run (:class:`raftgrpc.MigrationTransport`). Give a :class:`PortOffset`,
+an :class:`AddressMap` (or any ``Callable[[str], str]``) as ``TransportConfig.address_of``;
+every node must use the same.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from raftgrpc._errors import ConfigError
 
-__all__ = ["grpc_target", "split_host_port"]
+__all__ = ["AddressMap", "PortOffset", "grpc_target", "join_host_port", "split_host_port"]
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -35,6 +45,66 @@ def grpc_target(address: str) -> str:
     'localhost:4321'
     """
     host, port = split_host_port(address)
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
+    return join_host_port(host, port)
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host bracketed (the inverse of :func:`split_host_port`).
+
+    >>> join_host_port("::1", 4321)
+    '[::1]:4321'
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class PortOffset:
+    """gRPC listens on the node's host at its Raft port plus ``offset``.
+
+    >>> PortOffset(1000)("10.0.0.1:4321")
+    '10.0.0.1:5321'
+    >>> PortOffset(1000)("::1:4321")
+    '[::1]:5321'
+    """
+
+    def __init__(self, offset: int) -> None:
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset == 0:
+            raise ConfigError(f"PortOffset needs a non-zero integer offset, got {offset!r}")
+        self.offset = offset
+
+    def __call__(self, node_id: str) -> str:
+        host, port = split_host_port(node_id)
+        mapped = port + self.offset
+        if not 0 < mapped <= 65535:
+            raise ConfigError(f"{node_id!r} plus a port offset of {self.offset} is out of range")
+        return join_host_port(host, mapped)
+
+    def __repr__(self) -> str:
+        return f"PortOffset({self.offset})"
+
+
+class AddressMap:
+    """An explicit table: Raft id -> gRPC ``host:port``. An id missing from it is a
+    :class:`~raftgrpc.ConfigError` (a node added later needs a new table on every node, or
+    use a ``fallback`` mapping such as :class:`PortOffset`).
+
+    >>> AddressMap({"10.0.0.1:4321": "10.0.0.1:9000"})("10.0.0.1:4321")
+    '10.0.0.1:9000'
+    """
+
+    def __init__(self, table: Mapping[str, str], fallback: PortOffset | None = None) -> None:
+        for key, value in table.items():
+            split_host_port(key)
+            split_host_port(value)
+        self.table = dict(table)
+        self.fallback = fallback
+
+    def __call__(self, node_id: str) -> str:
+        found = self.table.get(node_id)
+        if found is not None:
+            return found
+        if self.fallback is not None:
+            return self.fallback(node_id)
+        raise ConfigError(f"no gRPC address for node {node_id!r} in the AddressMap")
+
+    def __repr__(self) -> str:
+        return f"AddressMap({len(self.table)} nodes, fallback={self.fallback!r})"

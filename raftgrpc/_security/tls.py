@@ -50,7 +50,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from raftgrpc._errors import ConfigError
-from raftgrpc._protocol.address import split_host_port
+from raftgrpc._protocol.address import join_host_port, split_host_port
 from raftgrpc.interceptors._handlers import (
     AioLayer,
     Behavior,
@@ -299,10 +299,7 @@ def canonical_node_id(node_id: str) -> str:
     'node-1.example:80'
     """
     host, port = split_host_port(node_id)
-    host = _canonical_host(host)
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
+    return join_host_port(_canonical_host(host), port)
 
 
 def node_uri(node_id: str) -> str:
