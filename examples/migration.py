@@ -53,8 +53,13 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import SyncObjException
 from pysyncobj.transport import TCPTransport
 
-from raftgrpc import GrpcTransport, MigrationTransport, PortOffset, TransportConfig
-from raftgrpc._ops.shutdown import graceful_shutdown
+from raftgrpc import (
+    GrpcTransport,
+    MigrationTransport,
+    PortOffset,
+    TransportConfig,
+    graceful_shutdown,
+)
 
 OFFSET = 1000
 """gRPC listens on a node's Raft port plus this (``PortOffset(OFFSET)``)."""

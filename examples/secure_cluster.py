@@ -26,12 +26,10 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from raftgrpc._protocol.address import grpc_target
-from raftgrpc._security.tls import TlsConfig, channel_credentials, channel_options
-from raftgrpc._transport.inbound import STREAM_METHOD
-from raftgrpc._transport.link import PROTOCOL_VERSION
+from raftgrpc import TlsConfig, TransportBuilder
+from raftgrpc import testing as pki
 from raftgrpc.interceptors import auth
-from raftgrpc.testing import _ca as pki
+from raftgrpc.testing import PROTOCOL_VERSION, STREAM_METHOD
 from raftgrpc.v1 import transport_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,13 +40,11 @@ def probe(
     target: str, tls: TlsConfig, token: str | None, claim: str, timeout: float = 5.0
 ) -> grpc.StatusCode:
     """Open a Raft stream to ``target`` as an intruder would, claiming node ``claim``."""
-    credentials = channel_credentials(tls)
+    builder = TransportBuilder().with_tls(tls, bind_identity=False)
     if token is not None:
-        credentials = grpc.composite_channel_credentials(
-            credentials, auth.call_credentials(auth.StaticTokenSource(token))
-        )
+        builder.with_jwt(tokens=lambda _node_id: auth.StaticTokenSource(token))
     hello = pb.StreamRequest(hello=pb.Hello(protocol_version=PROTOCOL_VERSION, node_id=claim))
-    with grpc.secure_channel(grpc_target(target), credentials, channel_options(tls)) as channel:
+    with builder.dial(target, claim) as channel:
         call = channel.stream_stream(STREAM_METHOD)(iter([hello.SerializeToString()]))
         try:
             for _ in call:

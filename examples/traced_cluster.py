@@ -27,6 +27,7 @@ import os
 import queue
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,11 +40,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
-from raftgrpc import TransportBuilder
-from raftgrpc._security.tls import TlsConfig
+from raftgrpc import TlsConfig, TransportBuilder
+from raftgrpc import testing as pki
 from raftgrpc.interceptors import auth, tracing
 from raftgrpc.interceptors.log import JsonFormatter
-from raftgrpc.testing import _ca as pki
 
 AUDIENCE = "raftgrpc-demo"
 ISSUER = "raftgrpc-demo-ca"
@@ -239,11 +239,12 @@ class Cluster:
 
 
 def prepare(workdir: Path, addresses: list[str], secure: bool) -> None:
-    """Keys (and certificates) as an operator would make them."""
-    from raftgrpc._ops import cli
-
-    cli.main(
+    """Keys (and certificates) as an operator would make them: with the ``raftgrpc`` command."""
+    subprocess.run(
         [
+            sys.executable,
+            "-m",
+            "raftgrpc",
             "token",
             "keygen",
             "--alg",
@@ -254,7 +255,9 @@ def prepare(workdir: Path, addresses: list[str], secure: bool) -> None:
             str(workdir / "signing.pem"),
             "--jwks",
             str(workdir / "jwks.json"),
-        ]
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     if secure:
         ca = pki.CertificateAuthority.create(workdir, name="ca")

@@ -144,7 +144,7 @@ def test_admin_commands_change_a_live_cluster(full_cluster: Cluster, tmp_path: P
 def _cli(token_file: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     auth = ["--insecure-loopback", "--token-file", str(token_file)]
     return subprocess.run(
-        [sys.executable, "-m", "raftgrpc._ops.cli", "admin", *argv, *auth],
+        [sys.executable, "-m", "raftgrpc", "admin", *argv, *auth],
         cwd=REPO,
         capture_output=True,
         text=True,
