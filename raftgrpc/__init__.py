@@ -29,6 +29,8 @@ from raftgrpc._errors import (  # noqa: E402
     RaftGrpcError,
 )
 from raftgrpc._ops.admin_client import GrpcUtility, GrpcUtilityException  # noqa: E402
+from raftgrpc._ops.admin_service import service as admin_service  # noqa: E402
+from raftgrpc._ops.health import service as health_service  # noqa: E402
 from raftgrpc._ops.shutdown import ShutdownReport, graceful_shutdown  # noqa: E402
 from raftgrpc._protocol.address import AddressMap, PortOffset  # noqa: E402
 from raftgrpc._security.tls import TlsConfig  # noqa: E402
@@ -57,7 +59,9 @@ __all__ = [
     "TlsConfig",
     "TransportBuilder",
     "TransportConfig",
+    "admin_service",
     "graceful_shutdown",
+    "health_service",
 ]
 
 __version__ = "0.1.0"

@@ -41,7 +41,9 @@ PUBLIC: dict[str, list[str]] = {
         "TlsConfig",
         "TransportBuilder",
         "TransportConfig",
+        "admin_service",
         "graceful_shutdown",
+        "health_service",
     ],
     "raftgrpc.testing": [
         "PROTOCOL_VERSION",
