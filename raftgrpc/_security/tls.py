@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import serialization
 
 from raftgrpc._errors import ConfigError
 from raftgrpc._protocol.address import split_host_port
+from raftgrpc._security._filestamp import FileStamp, stamp
 from raftgrpc.interceptors._handlers import (
     AioLayer,
     Behavior,
@@ -167,16 +168,13 @@ def _load(cfg: TlsConfig) -> _Material:
 # --- credentials -----------------------------------------------------------------------------
 
 
-def _stamp(cfg: TlsConfig) -> tuple[tuple[int, int, int], ...] | None:
-    """What changes when a file is replaced or rewritten; None if one cannot be stat'ed."""
-    stamps = []
-    for name in (cfg.cert_file, cfg.key_file, cfg.ca_file):
-        try:
-            st = os.stat(name)
-        except OSError:
-            return None
-        stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(stamps)
+def _stamps(cfg: TlsConfig) -> tuple[FileStamp, ...] | None:
+    """The stamps of the three files (:mod:`raftgrpc._security._filestamp`); None if one
+    cannot be stat'ed."""
+    try:
+        return tuple(stamp(name) for name in (cfg.cert_file, cfg.key_file, cfg.ca_file))
+    except OSError:
+        return None
 
 
 class _Reloader:
@@ -188,23 +186,23 @@ class _Reloader:
     not loaded; the next handshake tries again.
     """
 
-    def __init__(self, cfg: TlsConfig, stamp: tuple[tuple[int, int, int], ...] | None) -> None:
+    def __init__(self, cfg: TlsConfig, stamps: tuple[FileStamp, ...] | None) -> None:
         self._cfg = cfg
-        self._stamp = stamp
-        self._failed_stamp: tuple[tuple[int, int, int], ...] | None = None
+        self._stamps = stamps
+        self._failed_stamps: tuple[FileStamp, ...] | None = None
         self._lock = threading.Lock()
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         try:
             with self._lock:
-                stamp = _stamp(self._cfg)
-                if stamp is None or stamp == self._stamp:
+                stamps = _stamps(self._cfg)
+                if stamps is None or stamps == self._stamps:
                     return None
                 try:
                     material = _load(self._cfg)
                 except ConfigError as exc:
-                    if stamp != self._failed_stamp:
-                        self._failed_stamp = stamp
+                    if stamps != self._failed_stamps:
+                        self._failed_stamps = stamps
                         logger.warning(
                             "raftgrpc: TLS files changed but cannot be loaded, "
                             "keeping the current certificate: %s",
@@ -213,7 +211,7 @@ class _Reloader:
                         )
                     return None
                 # Stamp taken before reading: a change during the read is seen next time.
-                self._stamp = stamp
+                self._stamps = stamps
                 logger.info(
                     "raftgrpc: TLS certificate reloaded from %s",
                     self._cfg.cert_file,
@@ -236,13 +234,13 @@ def server_credentials(cfg: TlsConfig, *, reload: bool = True) -> grpc.ServerCre
 
     ``cfg.require_client_cert`` requires and verifies a client certificate signed by
     ``cfg.ca_file`` (mTLS). With ``reload`` (the default) the credentials are dynamic: before
-    each TLS handshake the three files are stat'ed, and when one changed (mtime, size or inode)
-    they are loaded again, so renewing a certificate needs no restart. New connections get
-    the new certificate (and the new CA bundle); established connections keep theirs. Replace
-    the files atomically (write, then rename), key before certificate; a pair that does not
-    match is skipped, with a warning, until it does.
+    each TLS handshake the three files are stat'ed, and when one changed (mtime, size, inode or
+    device) they are loaded again, so renewing a certificate needs no restart. New connections
+    get the new certificate (and the new CA bundle); established connections keep theirs.
+    Replace the files atomically (write, then rename), key before certificate; a pair that
+    does not match is skipped, with a warning, until it does.
     """
-    stamp = _stamp(cfg)
+    stamps = _stamps(cfg)
     material = _load(cfg)
     if not reload:
         return grpc.ssl_server_credentials(
@@ -250,7 +248,7 @@ def server_credentials(cfg: TlsConfig, *, reload: bool = True) -> grpc.ServerCre
             root_certificates=material.ca,
             require_client_auth=cfg.require_client_cert,
         )
-    fetcher = _Reloader(cfg, stamp)
+    fetcher = _Reloader(cfg, stamps)
     return grpc.dynamic_ssl_server_credentials(
         _certificate_configuration(material),
         cast(Callable[[], grpc.ServerCertificateConfiguration], fetcher),
