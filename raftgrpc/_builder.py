@@ -83,10 +83,11 @@ class TransportBuilder:
         ``lambda node_id: TlsConfig(cert_file=f"certs/{node_id}.crt", ...)``).
         With mTLS (``require_client_cert``) and ``bind_identity``, a peer's certificate must
         name the node it claims to be in its Hello
-        (:func:`raftgrpc._security.tls.identity_interceptor`);
+        (:func:`raftgrpc.interceptors.identity.identity_interceptor`);
         that check is a server layer at this position of the chain.
         """
         from raftgrpc._security import tls as tls_module
+        from raftgrpc.interceptors.identity import aio_identity_interceptor
 
         if self._tls is not None:
             raise ConfigError("with_tls() was already called")
@@ -97,7 +98,7 @@ class TransportBuilder:
             # A function is called per node in middleware(), which checks that what it
             # returns requires client certificates (unless bind_identity=False).
             self._layers.append(
-                _Layer("mtls-identity", server=tls_module.aio_identity_interceptor(_raft_identity))
+                _Layer("mtls-identity", server=aio_identity_interceptor(_raft_identity))
             )
         return self
 

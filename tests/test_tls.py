@@ -1,4 +1,5 @@
-"""TLS, mTLS and certificate identity binding (raftgrpc._security.tls), over real gRPC servers."""
+"""TLS, mTLS (raftgrpc._security.tls) and certificate identity binding
+(raftgrpc.interceptors.identity), over real gRPC servers."""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from raftgrpc._security.tls import (
     channel_credentials,
     channel_options,
     default_match,
-    identity_interceptor,
     node_uri,
     peer_identities,
     server_credentials,
 )
+from raftgrpc.interceptors.identity import identity_interceptor
 from raftgrpc.testing._ca import CertFiles
 from tests.certs import CA, make_ca, node_cert, tls_config
 

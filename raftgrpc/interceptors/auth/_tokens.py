@@ -18,10 +18,7 @@ from jwt import PyJWK
 
 from raftgrpc._errors import ConfigError
 from raftgrpc._security._filestamp import FileStamp, stamp, stamp_open
-from raftgrpc.interceptors._handlers import (
-    AnyKindClientInterceptor,
-    CallDetails,
-)
+from raftgrpc.interceptors._client import AnyKindClientInterceptor, CallDetails
 from raftgrpc.interceptors.auth._common import (
     _MAX_TOKEN_CHARS,
     _TOKEN_SHAPE,
