@@ -185,10 +185,11 @@ class TransportBuilder:
         ``lambda node_id: TlsConfig(cert_file=f"certs/{node_id}.crt", ...)``).
         With mTLS (``require_client_cert``) and ``bind_identity``, a peer's certificate must
         name the node it claims to be in its Hello
-        (:func:`raftgrpc._security.tls.identity_interceptor`);
+        (:func:`raftgrpc.interceptors.identity.identity_interceptor`);
         that check is a server layer at this position of the chain.
         """
         from raftgrpc._security import tls as tls_module
+        from raftgrpc.interceptors.identity import aio_identity_interceptor
 
         if self._plan.tls is not None:
             raise ConfigError("with_tls() was already called")
@@ -203,9 +204,7 @@ class TransportBuilder:
         if mutual and bind_identity:
             # A function is called per node in middleware(), which checks that what it
             # returns requires client certificates (unless bind_identity=False).
-            layers = (
-                _Layer("mtls-identity", server=tls_module.aio_identity_interceptor(_raft_identity)),
-            )
+            layers = (_Layer("mtls-identity", server=aio_identity_interceptor(_raft_identity)),)
         self._plan = self._plan.adding(*layers, tls=tls)
         return self
 

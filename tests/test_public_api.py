@@ -79,6 +79,12 @@ PUBLIC: dict[str, list[str]] = {
         "required_role_for",
         "server_interceptor",
     ],
+    "raftgrpc.interceptors.identity": [
+        "aio_identity_interceptor",
+        "default_match",
+        "identity_interceptor",
+        "peer_identities",
+    ],
     "raftgrpc.interceptors.log": [
         "JsonFormatter",
         "aio_client_interceptor",

@@ -1,4 +1,5 @@
-"""TLS, mTLS and certificate identity binding (raftgrpc._security.tls), over real gRPC servers."""
+"""TLS, mTLS (raftgrpc._security.tls) and certificate identity binding
+(raftgrpc.interceptors.identity), over real gRPC servers."""
 
 from __future__ import annotations
 
@@ -17,17 +18,18 @@ import grpc
 import pytest
 
 from raftgrpc import ConfigError
+from raftgrpc._security._filestamp import stamp, stamp_open
 from raftgrpc._security.tls import (
     TlsConfig,
     canonical_node_id,
     channel_credentials,
     channel_options,
     default_match,
-    identity_interceptor,
     node_uri,
     peer_identities,
     server_credentials,
 )
+from raftgrpc.interceptors.identity import identity_interceptor
 from raftgrpc.testing._ca import CertFiles
 from tests.certs import CA, make_ca, node_cert, tls_config
 
@@ -488,6 +490,29 @@ def test_server_certificate_rotation(
         assert any(getattr(r, "event", None) == "tls.reloaded" for r in caplog.records)
         # The connection made before the rotation keeps working.
         assert unary(kept) == b"echo:ping"
+
+
+def test_a_file_stamp_sees_every_replacement_but_not_metadata(tmp_path: Path) -> None:
+    """The change stamp the TLS reloader and the JWKS / token files share."""
+    path = tmp_path / "node.crt"
+    path.write_bytes(b"a" * 64)
+    first = stamp(path)
+    os.chmod(path, 0o600)
+    assert stamp(path) == first  # metadata only: the same version
+    with path.open("rb") as stream:
+        assert stamp_open(stream) == first
+    # Replaced atomically by a copy of the same size that kept the old mtime (cp -p).
+    staged = tmp_path / "staged.crt"
+    staged.write_bytes(b"b" * 64)
+    os.utime(staged, ns=(first.mtime_ns, first.mtime_ns))
+    os.replace(staged, path)
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (first.size, first.mtime_ns)
+    assert stamp(path) != first
+    # Rewritten in place, same size: the mtime tells.
+    before = stamp(path)
+    path.write_bytes(b"c" * 64)
+    os.utime(path, ns=(before.mtime_ns + 10**9, before.mtime_ns + 10**9))
+    assert stamp(path) not in (first, before)
 
 
 def test_static_server_credentials(ca: CA) -> None:

@@ -5,8 +5,10 @@
   client certificate, so one file pair per node serves both TLS and mTLS.
 * :func:`server_credentials`, :func:`channel_credentials` and :func:`channel_options` turn it
   into gRPC credentials. The server credentials reload the files when they change on disk.
-* :func:`peer_identities` and :func:`identity_interceptor` bind the node id a peer *claims*
-  (in the first message of its stream) to the identities in its *verified* client certificate.
+* :func:`peer_identities` reads the identities in a peer's *verified* client certificate and
+  :func:`default_match` says which node ids they entitle it to claim; the server layer that
+  binds the node id a peer claims (in the first message of its stream) to them is
+  :func:`raftgrpc.interceptors.identity.identity_interceptor`.
 
 Identities. gRPC (1.85) puts these keys in ``ServicerContext.auth_context()`` for a TLS
 connection; each value is a list of ``bytes``:
@@ -39,7 +41,7 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -51,24 +53,15 @@ from cryptography.hazmat.primitives import serialization
 
 from raftgrpc._errors import ConfigError
 from raftgrpc._protocol.address import join_host_port, split_host_port
-from raftgrpc.interceptors._handlers import (
-    AioLayer,
-    Behavior,
-    as_async_stream,
-    behavior_of,
-    rewrap,
-    wrap_handler,
-)
+from raftgrpc._security._filestamp import FileStamp, stamp
 
 __all__ = [
     "NODE_URI_SCHEME",
     "TlsConfig",
-    "aio_identity_interceptor",
     "canonical_node_id",
     "channel_credentials",
     "channel_options",
     "default_match",
-    "identity_interceptor",
     "node_uri",
     "peer_identities",
     "server_credentials",
@@ -78,8 +71,6 @@ logger = logging.getLogger("raftgrpc.tls")
 
 NODE_URI_SCHEME = "raftgrpc"
 _URI_PREFIX = f"{NODE_URI_SCHEME}://"
-# Claimed ids are attacker-controlled: this much of one reaches logs and status details.
-_CLAIM_LOG_CHARS = 200
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -167,16 +158,13 @@ def _load(cfg: TlsConfig) -> _Material:
 # --- credentials -----------------------------------------------------------------------------
 
 
-def _stamp(cfg: TlsConfig) -> tuple[tuple[int, int, int], ...] | None:
-    """What changes when a file is replaced or rewritten; None if one cannot be stat'ed."""
-    stamps = []
-    for name in (cfg.cert_file, cfg.key_file, cfg.ca_file):
-        try:
-            st = os.stat(name)
-        except OSError:
-            return None
-        stamps.append((st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(stamps)
+def _stamps(cfg: TlsConfig) -> tuple[FileStamp, ...] | None:
+    """The stamps of the three files (:mod:`raftgrpc._security._filestamp`); None if one
+    cannot be stat'ed."""
+    try:
+        return tuple(stamp(name) for name in (cfg.cert_file, cfg.key_file, cfg.ca_file))
+    except OSError:
+        return None
 
 
 class _Reloader:
@@ -188,23 +176,23 @@ class _Reloader:
     not loaded; the next handshake tries again.
     """
 
-    def __init__(self, cfg: TlsConfig, stamp: tuple[tuple[int, int, int], ...] | None) -> None:
+    def __init__(self, cfg: TlsConfig, stamps: tuple[FileStamp, ...] | None) -> None:
         self._cfg = cfg
-        self._stamp = stamp
-        self._failed_stamp: tuple[tuple[int, int, int], ...] | None = None
+        self._stamps = stamps
+        self._failed_stamps: tuple[FileStamp, ...] | None = None
         self._lock = threading.Lock()
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         try:
             with self._lock:
-                stamp = _stamp(self._cfg)
-                if stamp is None or stamp == self._stamp:
+                stamps = _stamps(self._cfg)
+                if stamps is None or stamps == self._stamps:
                     return None
                 try:
                     material = _load(self._cfg)
                 except ConfigError as exc:
-                    if stamp != self._failed_stamp:
-                        self._failed_stamp = stamp
+                    if stamps != self._failed_stamps:
+                        self._failed_stamps = stamps
                         logger.warning(
                             "raftgrpc: TLS files changed but cannot be loaded, "
                             "keeping the current certificate: %s",
@@ -213,7 +201,7 @@ class _Reloader:
                         )
                     return None
                 # Stamp taken before reading: a change during the read is seen next time.
-                self._stamp = stamp
+                self._stamps = stamps
                 logger.info(
                     "raftgrpc: TLS certificate reloaded from %s",
                     self._cfg.cert_file,
@@ -236,13 +224,13 @@ def server_credentials(cfg: TlsConfig, *, reload: bool = True) -> grpc.ServerCre
 
     ``cfg.require_client_cert`` requires and verifies a client certificate signed by
     ``cfg.ca_file`` (mTLS). With ``reload`` (the default) the credentials are dynamic: before
-    each TLS handshake the three files are stat'ed, and when one changed (mtime, size or inode)
-    they are loaded again, so renewing a certificate needs no restart. New connections get
-    the new certificate (and the new CA bundle); established connections keep theirs. Replace
-    the files atomically (write, then rename), key before certificate; a pair that does not
-    match is skipped, with a warning, until it does.
+    each TLS handshake the three files are stat'ed, and when one changed (mtime, size, inode or
+    device) they are loaded again, so renewing a certificate needs no restart. New connections
+    get the new certificate (and the new CA bundle); established connections keep theirs.
+    Replace the files atomically (write, then rename), key before certificate; a pair that
+    does not match is skipped, with a warning, until it does.
     """
-    stamp = _stamp(cfg)
+    stamps = _stamps(cfg)
     material = _load(cfg)
     if not reload:
         return grpc.ssl_server_credentials(
@@ -250,7 +238,7 @@ def server_credentials(cfg: TlsConfig, *, reload: bool = True) -> grpc.ServerCre
             root_certificates=material.ca,
             require_client_auth=cfg.require_client_cert,
         )
-    fetcher = _Reloader(cfg, stamp)
+    fetcher = _Reloader(cfg, stamps)
     return grpc.dynamic_ssl_server_credentials(
         _certificate_configuration(material),
         cast(Callable[[], grpc.ServerCertificateConfiguration], fetcher),
@@ -370,262 +358,3 @@ def default_match(claimed: str, identities: list[str]) -> bool:
         return False
     host, _port = split_host_port(wanted)
     return any(_canonical_host(i) == host for i in identities if "://" not in i)
-
-
-class _Denied(NamedTuple):
-    code: grpc.StatusCode
-    detail: str  # the status detail the client sees
-    reason: str  # for the log only
-    method: str
-
-
-def _log_denied(context: Any, claimed: str | None, denied: _Denied) -> None:
-    logger.warning(
-        "raftgrpc: refused %s from %s (claimed %r): %s",
-        denied.method,
-        context.peer(),
-        claimed,
-        denied.reason,
-        extra={
-            "event": "tls.denied",
-            "peer": context.peer(),
-            "claimed": claimed,
-            "reason": denied.reason,
-        },
-    )
-
-
-def _deny(context: grpc.ServicerContext, denied: _Denied | None) -> None:
-    """End a call of grpcio's synchronous API if ``denied``."""
-    if denied is not None:
-        context.abort(denied.code, denied.detail)
-
-
-async def _deny_async(context: Any, denied: _Denied | None) -> None:
-    """End a ``grpc.aio`` call if ``denied``."""
-    if denied is not None:
-        await context.abort(denied.code, denied.detail)
-
-
-class _IdentityInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(
-        self,
-        identity_of: Callable[[Any], str | None],
-        match: Callable[[str, list[str]], bool],
-        allow_unclaimed: bool,
-    ) -> None:
-        self._identity_of = identity_of
-        self._match = match
-        self._allow_unclaimed = allow_unclaimed
-
-    # Runs on gRPC's dispatch thread: only rewraps the handler, no I/O and no checks.
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        return None if handler is None else self.rewrap(handler, handler_call_details)
-
-    def rewrap(
-        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method = details.method
-        make = self._streaming_behavior if handler.request_streaming else self._unary_behavior
-        # A non-blocking handler (health Watch) is left as it is: nothing to bind there, and
-        # the TLS handshake itself already required the client's certificate.
-        return wrap_handler(handler, lambda inner: make(inner, method), keep_non_blocking=True)
-
-    def rewrap_async(
-        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        """:meth:`rewrap` for a coroutine handler (a ``grpc.aio`` server)."""
-        method, inner = details.method, behavior_of(handler)
-        request_streaming = handler.request_streaming
-
-        async def admitted(request: Any, context: Any) -> Any:
-            identities, denied = self._identities(context, method)
-            await _deny_async(context, denied)
-            if not request_streaming:
-                await _deny_async(context, self._check(request, identities, context, method))
-                return request
-            return _AsyncGated(self, request, identities, context, method)
-
-        wrapped: Behavior
-        if handler.response_streaming:
-
-            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                checked = await admitted(request, context)
-                async for response in as_async_stream(inner, checked, context):
-                    yield response
-
-            wrapped = stream
-        else:
-
-            async def unary(request: Any, context: Any) -> Any:
-                return await inner(await admitted(request, context), context)
-
-            wrapped = unary
-        return rewrap(handler, wrapped)
-
-    def _identities(self, context: Any, method: str) -> tuple[list[str], _Denied | None]:
-        identities = peer_identities(context)
-        if identities:
-            return identities, None
-        denied = _Denied(
-            grpc.StatusCode.UNAUTHENTICATED,
-            "a client certificate is required",
-            "no verified client certificate",
-            method,
-        )
-        _log_denied(context, None, denied)
-        return identities, denied
-
-    def _check(
-        self, request: Any, identities: list[str], context: Any, method: str
-    ) -> _Denied | None:
-        """None if the first request's claim is allowed; why the call is refused otherwise."""
-        try:
-            claimed = self._identity_of(request)
-        except Exception as exc:
-            denied = _Denied(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "cannot read the claimed node id",
-                f"identity_of raised {type(exc).__name__}",
-                method,
-            )
-            _log_denied(context, None, denied)
-            return denied
-        if claimed is None:
-            if self._allow_unclaimed:
-                return None
-            denied = _Denied(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "the first message claims no node id",
-                "no node claimed",
-                method,
-            )
-            _log_denied(context, None, denied)
-            return denied
-        shown = claimed[:_CLAIM_LOG_CHARS]
-        try:
-            ok = self._match(claimed, identities)
-        except Exception:
-            logger.exception("raftgrpc: TLS identity match function failed")
-            ok = False
-        if ok:
-            return None
-        denied = _Denied(
-            grpc.StatusCode.PERMISSION_DENIED,
-            "client certificate does not match the claimed node",
-            f"certificate identities {identities} do not allow the claimed node id",
-            method,
-        )
-        _log_denied(context, shown, denied)
-        return denied
-
-    def _streaming_behavior(self, inner: Any, method: str) -> Callable[..., Any]:
-        def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            identities, denied = self._identities(context, method)
-            _deny(context, denied)
-            return inner(self._gated(requests, identities, context, method), context)
-
-        return behavior
-
-    def _gated(
-        self,
-        requests: Iterator[Any],
-        identities: list[str],
-        context: grpc.ServicerContext,
-        method: str,
-    ) -> Iterator[Any]:
-        # Lazy: the first request is read (and checked) when the handler asks for it, on the
-        # handler's thread, so a handler's own deadline for the first message still applies.
-        for first in requests:  # noqa: B007 (the loop only takes the first request)
-            break
-        else:
-            return
-        _deny(context, self._check(first, identities, context, method))
-        yield first
-        yield from requests
-
-    def _unary_behavior(self, inner: Any, method: str) -> Callable[..., Any]:
-        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            identities, denied = self._identities(context, method)
-            _deny(context, denied)
-            _deny(context, self._check(request, identities, context, method))
-            return inner(request, context)
-
-        return behavior
-
-
-class _AsyncGated:
-    """The request stream of a ``grpc.aio`` call whose first request is checked when read."""
-
-    __slots__ = ("_context", "_first", "_identities", "_layer", "_method", "_requests")
-
-    def __init__(
-        self,
-        layer: _IdentityInterceptor,
-        requests: AsyncIterator[Any],
-        identities: list[str],
-        context: Any,
-        method: str,
-    ) -> None:
-        self._layer = layer
-        self._requests = requests
-        self._identities = identities
-        self._context = context
-        self._method = method
-        self._first = True
-
-    def __aiter__(self) -> _AsyncGated:
-        return self
-
-    async def __anext__(self) -> Any:
-        request = await self._requests.__anext__()
-        if self._first:
-            self._first = False
-            denied = self._layer._check(request, self._identities, self._context, self._method)
-            await _deny_async(self._context, denied)
-        return request
-
-
-def identity_interceptor(
-    identity_of: Callable[[Any], str | None],
-    *,
-    match: Callable[[str, list[str]], bool] = default_match,
-    allow_unclaimed: bool = True,
-) -> grpc.ServerInterceptor:  # type: ignore[type-arg]
-    """A server interceptor that binds a claimed node id to the client certificate (mTLS).
-
-    For every call the peer must have presented a verified client certificate, otherwise the
-    call ends with ``UNAUTHENTICATED``. The first request (of a request stream; the request
-    of a unary call) is passed to ``identity_of``, which returns the node id it claims (e.g.
-    the Hello's ``"127.0.0.1:4321"``) or None. The claim is accepted if
-    ``match(claimed, peer_identities(context))`` is true (:func:`default_match` by default);
-    otherwise the call ends with ``PERMISSION_DENIED`` ("client certificate does not match the
-    claimed node") and the handler never receives that message. A first message that claims
-    no node (``identity_of`` returns None: a read-only follower's Hello, or a message it cannot
-    read) is passed on, from a verified certificate holder, for the handler to judge; with
-    ``allow_unclaimed=False`` it is refused with ``PERMISSION_DENIED`` instead. If
-    ``identity_of`` raises, the call ends with ``INVALID_ARGUMENT``.
-
-    Denials are logged on ``raftgrpc.tls`` with ``extra`` ``event="tls.denied"``, ``peer``,
-    ``claimed`` and ``reason``.
-
-    The checks run on the handler's worker thread, never on gRPC's dispatch thread. For a
-    request stream the first request is read when the handler first asks for a request, so
-    anything the handler sends before reading is not gated.
-    """
-    return _IdentityInterceptor(identity_of, match, allow_unclaimed)
-
-
-def aio_identity_interceptor(
-    identity_of: Callable[[Any], str | None],
-    *,
-    match: Callable[[str, list[str]], bool] = default_match,
-    allow_unclaimed: bool = True,
-) -> grpc.aio.ServerInterceptor[Any, Any]:
-    """:func:`identity_interceptor` for a ``grpc.aio`` server (a node's own server)."""
-    return AioLayer.of(_IdentityInterceptor(identity_of, match, allow_unclaimed))

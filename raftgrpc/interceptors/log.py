@@ -40,21 +40,18 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from raftgrpc._log_limit import RateLimiter
-from raftgrpc.interceptors._handlers import (
-    AioLayer,
+from raftgrpc.interceptors._client import (
+    AnyKindAioClientInterceptor,
     AnyKindClientInterceptor,
-    Behavior,
-    as_async_stream,
-    behavior_of,
-    rewrap,
-    wrap_handler,
+    method_name,
 )
+from raftgrpc.interceptors._skeleton import CallHooks, CallKind, Flavor, ServerLayer
 
 __all__ = [
     "JsonFormatter",
@@ -64,7 +61,7 @@ __all__ = [
     "server_interceptor",
 ]
 
-DEFAULT_LOGGER = "raftgrpc.rpc"
+_DEFAULT_LOGGER = "raftgrpc.rpc"
 
 
 def server_interceptor(
@@ -76,7 +73,7 @@ def server_interceptor(
 ) -> grpc.ServerInterceptor[Any, Any]:
     """Logs each served RPC's start and end (``level``) and, at DEBUG, its messages: at most
     ``message_limit`` per method and direction every ``message_interval_s``."""
-    return _ServerInterceptor(
+    return _ServerLog(
         _Events(logger, level, "server", RateLimiter(message_limit, message_interval_s))
     )
 
@@ -89,11 +86,9 @@ def aio_server_interceptor(
     message_interval_s: float = 1.0,
 ) -> grpc.aio.ServerInterceptor[Any, Any]:
     """:func:`server_interceptor` for a ``grpc.aio`` server (a node's own server)."""
-    events = _Events(logger, level, "server", RateLimiter(message_limit, message_interval_s))
-    return AioLayer(
-        lambda handler, details: _wrap_handler(handler, str(details.method), events),
-        lambda handler, details: _wrap_handler_async(handler, str(details.method), events),
-    )
+    return _ServerLog(
+        _Events(logger, level, "server", RateLimiter(message_limit, message_interval_s))
+    ).aio()
 
 
 def client_interceptor(
@@ -128,7 +123,7 @@ class _Events:
     def __init__(
         self, logger: logging.Logger | None, level: int, side: str, limiter: RateLimiter
     ) -> None:
-        self.logger = logger if logger is not None else logging.getLogger(DEFAULT_LOGGER)
+        self.logger = logger if logger is not None else logging.getLogger(_DEFAULT_LOGGER)
         self.level = level
         self.side = side
         self.limiter = limiter
@@ -200,30 +195,6 @@ class _Events:
         )
 
 
-class _CountIn:
-    """Iterates over ``iterator`` counting messages as ``messages_in`` of ``rpc``."""
-
-    __slots__ = ("_events", "_iterator", "_rpc")
-
-    def __init__(self, iterator: Iterator[Any], rpc: _Rpc, events: _Events) -> None:
-        self._iterator = iterator
-        self._rpc = rpc
-        self._events = events
-
-    def __iter__(self) -> _CountIn:
-        return self
-
-    def __next__(self) -> Any:
-        item = next(self._iterator)
-        rpc = self._rpc
-        rpc.messages_in += 1
-        self._events.message(rpc, "in", item, rpc.messages_in)
-        return item
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._iterator, name)
-
-
 def _count_out(iterator: Iterator[Any], rpc: _Rpc, events: _Events) -> Iterator[Any]:
     for item in iterator:
         rpc.messages_out += 1
@@ -234,27 +205,53 @@ def _count_out(iterator: Iterator[Any], rpc: _Rpc, events: _Events) -> Iterator[
 # --------------------------------------------------------------------------- server
 
 
-class _ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class _ServerLog(ServerLayer[str]):
+    """Every served call, with the messages of its streams counted."""
+
     def __init__(self, events: _Events) -> None:
         self._events = events
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        # Runs on gRPC's dispatch thread: only wrap here, the work happens in the handler.
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        return _wrap_handler(handler, str(handler_call_details.method), self._events)
+    def select(self, details: grpc.HandlerCallDetails) -> str:
+        return str(details.method)
+
+    def open(self, plan: str, context: Any, kind: CallKind) -> CallHooks:
+        return _LoggedCall(self._events, plan, context, kind)
 
 
-def _server_code(context: grpc.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+class _LoggedCall(CallHooks):
+    __slots__ = ("_context", "_events", "_flavor", "_rpc", "_streaming")
+
+    def __init__(self, events: _Events, method: str, context: Any, kind: CallKind) -> None:
+        self._events = events
+        self._context = context
+        self._streaming = kind.response_streaming
+        self._flavor = kind.flavor
+        self._rpc = events.start(method, context.peer())
+
+    def check_request(self, request: Any) -> None:
+        self._rpc.messages_in = 1
+
+    def on_request(self, request: Any, index: int) -> None:
+        self._rpc.messages_in = index
+        self._events.message(self._rpc, "in", request, index)
+
+    def on_response(self, response: Any, index: int) -> None:
+        self._rpc.messages_out = index
+        self._events.message(self._rpc, "out", response, index)
+
+    def on_end(self, exc: BaseException | None) -> None:
+        context = self._context
+        if exc is None and not self._streaming:
+            self._rpc.messages_out = 1
+        code = _server_code(context, exc, self._flavor)
+        self._events.end(self._rpc, code, _context_details(context))
+
+
+def _server_code(context: Any, exc: BaseException | None, flavor: Flavor) -> grpc.StatusCode:
     code = _context_code(context)
     if code is not None:
         return code
-    if isinstance(exc, GeneratorExit) or not context.is_active():
+    if flavor.gone(context, exc):
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             return grpc.StatusCode.DEADLINE_EXCEEDED
@@ -280,130 +277,6 @@ def _context_details(context: grpc.ServicerContext) -> str | None:
     return details if isinstance(details, str) else None
 
 
-def _wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], method: str, events: _Events
-) -> grpc.RpcMethodHandler[Any, Any]:
-    request_streaming = handler.request_streaming
-
-    def wrap(behavior: Behavior) -> Behavior:
-        if handler.response_streaming:
-
-            def logged_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                rpc = events.start(method, context.peer())
-                if request_streaming:
-                    request = _CountIn(request, rpc, events)
-                else:
-                    rpc.messages_in = 1
-                try:
-                    yield from _count_out(behavior(request, context), rpc, events)
-                except BaseException as exc:
-                    events.end(rpc, _server_code(context, exc), _context_details(context))
-                    raise
-                events.end(rpc, _server_code(context, None), _context_details(context))
-
-            wrapped: Behavior = logged_stream
-        else:
-
-            def logged_unary(request: Any, context: grpc.ServicerContext) -> Any:
-                rpc = events.start(method, context.peer())
-                if request_streaming:
-                    request = _CountIn(request, rpc, events)
-                else:
-                    rpc.messages_in = 1
-                try:
-                    response = behavior(request, context)
-                except BaseException as exc:
-                    events.end(rpc, _server_code(context, exc), _context_details(context))
-                    raise
-                rpc.messages_out = 1
-                events.end(rpc, _server_code(context, None), _context_details(context))
-                return response
-
-            wrapped = logged_unary
-        return wrapped
-
-    return wrap_handler(handler, wrap, keep_non_blocking=True)
-
-
-class _AsyncCountIn:
-    """:class:`_CountIn` for a ``grpc.aio`` request stream."""
-
-    __slots__ = ("_events", "_iterator", "_rpc")
-
-    def __init__(self, iterator: AsyncIterator[Any], rpc: _Rpc, events: _Events) -> None:
-        self._iterator = iterator
-        self._rpc = rpc
-        self._events = events
-
-    def __aiter__(self) -> _AsyncCountIn:
-        return self
-
-    async def __anext__(self) -> Any:
-        item = await self._iterator.__anext__()
-        rpc = self._rpc
-        rpc.messages_in += 1
-        self._events.message(rpc, "in", item, rpc.messages_in)
-        return item
-
-
-def _aio_server_code(context: Any, exc: BaseException | None) -> grpc.StatusCode:
-    code = _context_code(context)
-    if code is not None:
-        return code
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.OK if exc is None else grpc.StatusCode.UNKNOWN
-
-
-def _wrap_handler_async(
-    handler: grpc.RpcMethodHandler[Any, Any], method: str, events: _Events
-) -> grpc.RpcMethodHandler[Any, Any]:
-    request_streaming = handler.request_streaming
-    behavior = behavior_of(handler)
-    wrapped: Behavior
-    if handler.response_streaming:
-
-        async def logged_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            rpc = events.start(method, context.peer())
-            if request_streaming:
-                request = _AsyncCountIn(request, rpc, events)
-            else:
-                rpc.messages_in = 1
-            try:
-                async for response in as_async_stream(behavior, request, context):
-                    rpc.messages_out += 1
-                    events.message(rpc, "out", response, rpc.messages_out)
-                    yield response
-            except BaseException as exc:
-                events.end(rpc, _aio_server_code(context, exc), _context_details(context))
-                raise
-            events.end(rpc, _aio_server_code(context, None), _context_details(context))
-
-        wrapped = logged_stream
-    else:
-
-        async def logged_unary(request: Any, context: Any) -> Any:
-            rpc = events.start(method, context.peer())
-            if request_streaming:
-                request = _AsyncCountIn(request, rpc, events)
-            else:
-                rpc.messages_in = 1
-            try:
-                response = await behavior(request, context)
-            except BaseException as exc:
-                events.end(rpc, _aio_server_code(context, exc), _context_details(context))
-                raise
-            rpc.messages_out = 1
-            events.end(rpc, _aio_server_code(context, None), _context_details(context))
-            return response
-
-        wrapped = logged_unary
-    return rewrap(handler, wrapped)
-
-
 # --------------------------------------------------------------------------- client
 
 
@@ -420,8 +293,7 @@ class _ClientInterceptor(AnyKindClientInterceptor):
         server_stream: bool,
     ) -> Any:
         events = self._events
-        method: Any = details.method
-        rpc = events.start(method.decode() if isinstance(method, bytes) else str(method), None)
+        rpc = events.start(method_name(details), None)
         if client_stream:
             request = _count_out(request, rpc, events)
         else:
@@ -454,27 +326,25 @@ def aio_client_interceptor(
     return _AioClientInterceptor(_Events(logger, level, "client", RateLimiter(10, 1.0)))
 
 
-class _AioClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]
-):
+class _AioClientInterceptor(AnyKindAioClientInterceptor):
     def __init__(self, events: _Events) -> None:
         self._events = events
 
-    async def _intercept(
-        self, continuation: Any, details: Any, request: Any, client_stream: bool
+    async def intercept(
+        self,
+        continuation: Any,
+        details: Any,
+        request: Any,
+        request_streaming: bool,
+        response_streaming: bool,
     ) -> Any:
-        events = self._events
-        method: Any = details.method
-        rpc = events.start(method.decode() if isinstance(method, bytes) else str(method), None)
-        if not client_stream:
-            rpc.messages_out = 1
+        rpc = self._events.start(method_name(details), None)
+        if not request_streaming:
+            rpc.messages_out = 1  # streamed requests are not counted on grpc.aio channels
         try:
             call = await continuation(details, request)
         except BaseException:
-            events.end(rpc, grpc.StatusCode.UNKNOWN)
+            self._events.end(rpc, grpc.StatusCode.UNKNOWN)
             raise
         call.add_done_callback(lambda done: asyncio.ensure_future(self._end(rpc, done)))
         return call
@@ -486,22 +356,6 @@ class _AioClientInterceptor(
         except Exception:
             code, details = grpc.StatusCode.UNKNOWN, None
         self._events.end(rpc, code, details)
-
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await self._intercept(continuation, details, request, False)
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await self._intercept(continuation, details, request, False)
-
-    async def intercept_stream_unary(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await self._intercept(continuation, details, request_iterator, True)
-
-    async def intercept_stream_stream(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await self._intercept(continuation, details, request_iterator, True)
 
 
 def _call_code(call: Any) -> grpc.StatusCode:

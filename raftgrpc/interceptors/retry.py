@@ -34,21 +34,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 
 from raftgrpc._errors import ConfigError
 from raftgrpc._log_limit import RateLimiter
-from raftgrpc.interceptors._handlers import (
-    AioLayer,
-    Behavior,
-    as_async_stream,
-    behavior_of,
-    rewrap,
-    wrap_handler,
-)
+from raftgrpc.interceptors._skeleton import NO_HOOKS, CallHooks, CallKind, ServerLayer
 
 __all__ = [
     "aio_server_interceptor",
@@ -60,8 +53,8 @@ __all__ = [
 _log = logging.getLogger("raftgrpc.retry")
 _PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 
-#: gRPC ignores maxAttempts above this (it clamps to 5); we refuse it instead.
-MAX_ATTEMPTS_LIMIT = 5
+# gRPC ignores maxAttempts above this (it clamps to 5); we refuse it instead.
+_MAX_ATTEMPTS = 5
 
 _RAFT_SERVICE = "raftgrpc.v1.RaftTransport"
 _RAFT_STREAM = "Stream"
@@ -89,10 +82,9 @@ def service_config(
     names = _method_names(methods)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
         raise ConfigError(f"max_attempts must be an integer, got {max_attempts!r}")
-    if not 2 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+    if not 2 <= max_attempts <= _MAX_ATTEMPTS:
         raise ConfigError(
-            f"max_attempts must be within 2..{MAX_ATTEMPTS_LIMIT} (gRPC's limit), "
-            f"got {max_attempts}"
+            f"max_attempts must be within 2..{_MAX_ATTEMPTS} (gRPC's limit), got {max_attempts}"
         )
     if not initial_backoff_s > 0:
         raise ConfigError(f"initial_backoff_s must be positive, got {initial_backoff_s!r}")
@@ -132,62 +124,22 @@ def channel_options(
     return [("grpc.enable_retries", 1), ("grpc.service_config", service_config(methods, **policy))]
 
 
-class _RetryLog(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class _RetryLog(ServerLayer[tuple[str, str | bytes]]):
+    """Logs the retried attempts of calls: they carry gRPC's previous-attempts header."""
+
     def __init__(self, logger: logging.Logger, limiter: RateLimiter) -> None:
         self._logger = logger
         self._limiter = limiter
 
-    # Runs on gRPC's dispatch thread: it only reads the call's metadata; the log line is
-    # written by the wrapped behavior, on the handler's worker thread.
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        return None if handler is None else self.rewrap(handler, handler_call_details)
-
-    def rewrap(
-        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def select(self, details: grpc.HandlerCallDetails) -> tuple[str, str | bytes] | None:
+        # Only reads the call's metadata; the line is written on the handler's thread.
         previous = _previous_attempts(details)
-        if previous is None:
-            return handler
-        method = details.method
+        return None if previous is None else (details.method, previous)
 
-        def wrap(inner: Behavior) -> Behavior:
-            def logged(request: Any, context: grpc.ServicerContext) -> Any:
-                self.log(method, context.peer(), previous)
-                return inner(request, context)
-
-            return logged
-
-        return wrap_handler(handler, wrap, keep_non_blocking=True)
-
-    def rewrap_async(
-        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        previous = _previous_attempts(details)
-        if previous is None:
-            return handler
-        method, inner = details.method, behavior_of(handler)
-        wrapped: Behavior
-        if handler.response_streaming:
-
-            async def logged_stream(request: Any, context: Any) -> Any:
-                self.log(method, context.peer(), previous)
-                async for response in as_async_stream(inner, request, context):
-                    yield response
-
-            wrapped = logged_stream
-        else:
-
-            async def logged_unary(request: Any, context: Any) -> Any:
-                self.log(method, context.peer(), previous)
-                return await inner(request, context)
-
-            wrapped = logged_unary
-        return rewrap(handler, wrapped)
+    def open(self, plan: tuple[str, str | bytes], context: Any, kind: CallKind) -> CallHooks:
+        method, previous = plan
+        self.log(method, context.peer(), previous)
+        return NO_HOOKS
 
     def log(self, method: str, peer: str, previous: str | bytes) -> None:
         suppressed = self._limiter.admit(method)
@@ -234,8 +186,7 @@ def aio_server_interceptor(
     logger: logging.Logger | None = None, *, limit: int = 10, interval_s: float = 10.0
 ) -> grpc.aio.ServerInterceptor[Any, Any]:
     """:func:`server_interceptor` for a ``grpc.aio`` server (a node's own server)."""
-    layer = _RetryLog(logger or _log, RateLimiter(limit, interval_s))
-    return AioLayer(layer.rewrap, layer.rewrap_async)
+    return _RetryLog(logger or _log, RateLimiter(limit, interval_s)).aio()
 
 
 def _method_names(methods: Iterable[tuple[str, str | None]]) -> list[dict[str, str]]:

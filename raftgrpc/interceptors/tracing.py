@@ -43,11 +43,11 @@ and what this module does about it:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import grpc
@@ -65,16 +65,9 @@ from opentelemetry.semconv._incubating.attributes.rpc_attributes import RPC_GRPC
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from raftgrpc._errors import ConfigError
-from raftgrpc.interceptors._handlers import (
-    AnyKindClientInterceptor,
-    Behavior,
-    CallDetails,
-    as_async_stream,
-    behavior_of,
-    is_async,
-    rewrap,
-    wrap_handler,
-)
+from raftgrpc.interceptors._client import AnyKindClientInterceptor, CallDetails, method_name
+from raftgrpc.interceptors._handlers import AioContinuation, Continuation, is_async
+from raftgrpc.interceptors._skeleton import CallHooks, CallKind, ServerLayer
 
 __all__ = [
     "FrameTracer",
@@ -86,7 +79,6 @@ __all__ = [
 ]
 
 _INSTRUMENTATION = "raftgrpc"
-_ABORT_TYPE = Exception  # grpc's context.abort() raises a bare Exception
 
 
 # --------------------------------------------------------------------------- RPC spans
@@ -151,57 +143,15 @@ class _ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         self._filter = filter_
 
     def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if self._filter is not None and not self._filter(handler_call_details):
             return continuation(handler_call_details)
-
-        def inner(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
-            handler = continuation(details)
-            return None if handler is None else _with_status_fix(handler)
-
+        inner = functools.partial(_SPAN_STATUS.intercept_service, continuation)
         result: grpc.RpcMethodHandler[Any, Any] | None = self._upstream.intercept_service(
             inner, handler_call_details
         )
         return result
-
-
-def _with_status_fix(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    def wrap(behavior: Behavior) -> Behavior:
-        wrapper: Callable[[Any, grpc.ServicerContext], Any]
-        if handler.response_streaming:
-
-            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                span = trace.get_current_span()  # upstream's server span, current in its generator
-                try:
-                    yield from behavior(request, context)
-                except GeneratorExit:
-                    _mark(span, grpc.StatusCode.CANCELLED, error=False)
-                    raise
-                except Exception as exc:
-                    if type(exc) is not _ABORT_TYPE:
-                        _mark(span, grpc.StatusCode.UNKNOWN, error=True)
-                    raise
-                if not context.is_active():
-                    _mark(span, grpc.StatusCode.CANCELLED, error=False)
-
-            wrapper = stream
-        else:
-
-            def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                try:
-                    return behavior(request, context)
-                except Exception as exc:
-                    if type(exc) is not _ABORT_TYPE:
-                        _mark(trace.get_current_span(), grpc.StatusCode.UNKNOWN, error=True)
-                    raise
-
-            wrapper = unary
-        return wrapper
-
-    return wrap_handler(handler, wrap, keep_non_blocking=True)
 
 
 class _AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -211,9 +161,7 @@ class _AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         self._filter = filter_
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: AioContinuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Any:
         if self._filter is not None and not self._filter(handler_call_details):
             return await continuation(handler_call_details)
@@ -224,46 +172,43 @@ class _AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
             return self._sync.intercept_service(lambda _details: handler, handler_call_details)
 
         async def inner(_details: grpc.HandlerCallDetails) -> Any:
-            return _with_status_fix_async(handler)
+            return _SPAN_STATUS.wrap_async(handler, handler_call_details)
 
         return await self._upstream.intercept_service(inner, handler_call_details)
 
 
-def _with_status_fix_async(
-    handler: grpc.RpcMethodHandler[Any, Any],
-) -> grpc.RpcMethodHandler[Any, Any]:
-    behavior = behavior_of(handler)
-    wrapper: Behavior
-    if handler.response_streaming:
+class _SpanStatus(ServerLayer[bool]):
+    """The inner layer: runs inside upstream's span, which is current when a call starts."""
 
-        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            span = trace.get_current_span()  # upstream's server span, current in its generator
-            try:
-                async for response in as_async_stream(behavior, request, context):
-                    yield response
-            except (GeneratorExit, asyncio.CancelledError):
-                _mark(span, grpc.StatusCode.CANCELLED, error=False)
-                raise
-            except Exception as exc:
-                if not isinstance(exc, grpc.aio.AbortError):
-                    _mark(span, grpc.StatusCode.UNKNOWN, error=True)
-                raise
-            if context.cancelled():
-                _mark(span, grpc.StatusCode.CANCELLED, error=False)
+    def select(self, details: grpc.HandlerCallDetails) -> bool:
+        return True
 
-        wrapper = stream
-    else:
+    def open(self, plan: bool, context: Any, kind: CallKind) -> CallHooks:
+        return _SpanStatusCall(trace.get_current_span(), context, kind)
 
-        async def unary(request: Any, context: Any) -> Any:
-            try:
-                return await behavior(request, context)
-            except Exception as exc:
-                if not isinstance(exc, grpc.aio.AbortError):
-                    _mark(trace.get_current_span(), grpc.StatusCode.UNKNOWN, error=True)
-                raise
 
-        wrapper = unary
-    return rewrap(handler, wrapper)
+_SPAN_STATUS = _SpanStatus()
+
+
+class _SpanStatusCall(CallHooks):
+    __slots__ = ("_context", "_flavor", "_span", "_streaming")
+
+    def __init__(self, span: trace.Span, context: Any, kind: CallKind) -> None:
+        self._span = span
+        self._context = context
+        self._streaming = kind.response_streaming
+        self._flavor = kind.flavor
+
+    def on_end(self, exc: BaseException | None) -> None:
+        flavor, streaming = self._flavor, self._streaming
+        if exc is None:
+            # A stream the client cancelled may still end "normally" on the server.
+            if streaming and flavor.cancelled(self._context):
+                _mark(self._span, grpc.StatusCode.CANCELLED, error=False)
+        elif streaming and flavor.is_cancellation(exc):
+            _mark(self._span, grpc.StatusCode.CANCELLED, error=False)
+        elif isinstance(exc, Exception) and not flavor.is_abort(exc):
+            _mark(self._span, grpc.StatusCode.UNKNOWN, error=True)  # gRPC answers UNKNOWN
 
 
 def _mark(span: trace.Span, code: grpc.StatusCode, *, error: bool) -> None:
@@ -282,11 +227,6 @@ class _ClientInfo(NamedTuple):
     timeout: float | None
 
 
-def _method_name(details: grpc.ClientCallDetails) -> str:
-    method: Any = details.method
-    return method.decode() if isinstance(method, bytes) else str(method)
-
-
 class _ClientInterceptor(AnyKindClientInterceptor):
     """Upstream's grpcext client interceptor behind the standard ``grpc`` interfaces."""
 
@@ -301,7 +241,7 @@ class _ClientInterceptor(AnyKindClientInterceptor):
         client_stream: bool,
         server_stream: bool,
     ) -> Any:
-        info = _ClientInfo(_method_name(details), client_stream, server_stream, details.timeout)
+        info = _ClientInfo(method_name(details), client_stream, server_stream, details.timeout)
 
         def invoker(request_or_iterator: Any, metadata: Any) -> Any:
             return continuation(CallDetails(details, metadata), request_or_iterator)

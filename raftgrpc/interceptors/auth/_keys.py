@@ -18,6 +18,7 @@ from jwt.exceptions import (
 )
 
 from raftgrpc._errors import ConfigError
+from raftgrpc._security._filestamp import FileStamp, stamp, stamp_open
 from raftgrpc.interceptors.auth._common import (
     _ALGORITHMS_BY_KTY,
     _EC_CURVE_OF,
@@ -92,20 +93,17 @@ def _parse_jwks(document: Any, where: str) -> dict[str, _Key]:
     return keys
 
 
-def _file_signature(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
-
-
 class KeySet:
     """The keys that verify tokens, by key id (``kid``).
 
     Several keys can be valid at once: that is how keys are rotated (add the new key, move
     every node to tokens signed with it, then remove the old key). A key set read from a
     file (:meth:`from_file`) follows the file: at most every ``reload_interval_s`` a
-    verification ``os.stat``\\ s it, and re-reads it only when its mtime, size or inode
-    changed. A reload never blocks another thread (threads that find a reload in progress
-    go on with the current keys), and a file that fails to parse (e.g. half written) is
-    logged and leaves the current keys in place. There is never a network fetch.
+    verification ``os.stat``\\ s it, and re-reads it only when its mtime, size, inode or
+    device changed (:mod:`raftgrpc._security._filestamp`). A reload never blocks another
+    thread (threads that find a reload in progress go on with the current keys), and a file
+    that fails to parse (e.g. half written) is logged and leaves the current keys in place.
+    There is never a network fetch.
     """
 
     def __init__(self, jwks: Iterable[Mapping[str, Any]] = ()) -> None:
@@ -117,7 +115,7 @@ class KeySet:
         self,
         keys: Mapping[str, _Key],
         path: Path | None,
-        signature: tuple[int, int, int, int] | None,
+        signature: FileStamp | None,
         reload_interval_s: float,
         clock: Callable[[], float],
     ) -> None:
@@ -126,7 +124,7 @@ class KeySet:
         self._keys: Mapping[str, _Key] = MappingProxyType(dict(keys))
         self._path = path
         self._signature = signature
-        self._failed_signature: tuple[int, int, int, int] | None = None
+        self._failed_signature: FileStamp | None = None
         self._reload_interval_s = float(reload_interval_s)
         self._clock = clock
         self._next_check = clock() + self._reload_interval_s
@@ -164,9 +162,9 @@ class KeySet:
         return key_set
 
     @staticmethod
-    def _read(file: Path) -> tuple[dict[str, _Key], tuple[int, int, int, int]]:
+    def _read(file: Path) -> tuple[dict[str, _Key], FileStamp]:
         with file.open("rb") as stream:
-            signature = _file_signature(os.fstat(stream.fileno()))
+            signature = stamp_open(stream)
             data = stream.read(_MAX_JWKS_BYTES + 1)
         if len(data) > _MAX_JWKS_BYTES:
             raise ConfigError(f"{file}: JWKS file larger than {_MAX_JWKS_BYTES} bytes")
@@ -229,7 +227,7 @@ class KeySet:
         if self._path is None:
             return False
         try:
-            signature = _file_signature(os.stat(self._path))
+            signature = stamp(self._path)
         except OSError as exc:
             self._reload_failed(None, f"cannot stat it: {exc.strerror or exc}")
             return False
@@ -254,7 +252,7 @@ class KeySet:
         )
         return True
 
-    def _reload_failed(self, signature: tuple[int, int, int, int] | None, why: str) -> None:
+    def _reload_failed(self, signature: FileStamp | None, why: str) -> None:
         # Log once per version of the file; the next check retries.
         if signature is not None and signature == self._failed_signature:
             return

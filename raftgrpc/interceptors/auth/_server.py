@@ -5,22 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
 from raftgrpc._errors import ConfigError
 from raftgrpc._security import tls
-from raftgrpc.interceptors._handlers import (
-    AioLayer,
-    Behavior,
-    as_async_stream,
-    behavior_of,
-    rewrap,
-    wrap_handler,
-)
+from raftgrpc.interceptors._skeleton import CallHooks, CallKind, Refusal, ServerLayer
 from raftgrpc.interceptors.auth._common import (
     DEFAULT_EXEMPT_METHODS,
     DEFAULT_METHOD_ROLES,
@@ -89,7 +82,10 @@ class _DenialLogLimiter:
             return False, summaries
 
 
-class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class _Interceptor(ServerLayer[tuple[str, str | None]]):
+    # Every call is checked, non-blocking ones too (they become blocking).
+    keep_non_blocking = False
+
     def __init__(
         self,
         verifier: TokenVerifier,
@@ -111,17 +107,7 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         self._limiter = limiter
         self._window_s = limiter._window_s
 
-    # Runs on gRPC's dispatch thread: only rewraps the handler; all checks run in the
-    # wrapped behavior, on the handler's worker thread.
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        return None if handler is None else self.rewrap(handler, handler_call_details)
-
-    def _checked(self, details: grpc.HandlerCallDetails) -> tuple[str, str | None] | None:
+    def select(self, details: grpc.HandlerCallDetails) -> tuple[str, str | None] | None:
         """The method and the role it needs, or None if calls to it are not checked."""
         if self._mode is AuthMode.OFF:
             return None
@@ -130,92 +116,9 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return None
         return method, required_role_for(method, self._method_roles, self._required_role)
 
-    def rewrap(
-        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        checked = self._checked(details)
-        if checked is None:
-            return handler
-        method, role = checked
-        streaming_response = handler.response_streaming
-        make = self._stream_behavior if handler.request_streaming else self._unary_behavior
-        # Every call is checked, non-blocking ones too (they become blocking).
-        return wrap_handler(
-            handler,
-            lambda inner: make(inner, method, role, streaming_response=streaming_response),
-            keep_non_blocking=False,
-        )
-
-    def rewrap_async(
-        self, handler: grpc.RpcMethodHandler[Any, Any], details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        """:meth:`rewrap` for a coroutine handler (a ``grpc.aio`` server)."""
-        checked = self._checked(details)
-        if checked is None:
-            return handler
-        method, role = checked
-        inner, request_streaming = behavior_of(handler), handler.request_streaming
-
-        async def admitted(request: Any, context: Any) -> _Call:
-            """The call's checks before the handler runs; aborts what is refused."""
-            call = _Call(self, context, method, role)
-            await _aio_refuse(context, call.authenticate())
-            if not request_streaming:
-                await _aio_refuse(context, call.check_identity(request))
-            return call
-
-        def guarded(request: Any, call: _Call) -> Any:
-            return _AsyncGuardedRequests(request, call) if request_streaming else request
-
-        wrapped: Behavior
-        if handler.response_streaming:
-
-            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                call = await admitted(request, context)
-                reset = _current_claims.set(call.claims)
-                try:
-                    async for response in as_async_stream(inner, guarded(request, call), context):
-                        yield response
-                finally:
-                    _current_claims.reset(reset)
-
-            wrapped = stream
-        else:
-
-            async def unary(request: Any, context: Any) -> Any:
-                call = await admitted(request, context)
-                reset = _current_claims.set(call.claims)
-                try:
-                    return await inner(guarded(request, call), context)
-                finally:
-                    _current_claims.reset(reset)
-
-            wrapped = unary
-        return rewrap(handler, wrapped)
-
-    # -- behaviors --
-
-    def _unary_behavior(
-        self, inner: Any, method: str, role: str | None, *, streaming_response: bool
-    ) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
-            call = _Call(self, context, method, role)
-            call.abort_if(call.authenticate())
-            call.abort_if(call.check_identity(request))
-            return _run(inner, request, context, call.claims, streaming_response)
-
-        return behavior
-
-    def _stream_behavior(
-        self, inner: Any, method: str, role: str | None, *, streaming_response: bool
-    ) -> Callable[[Iterator[Any], grpc.ServicerContext], Any]:
-        def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            call = _Call(self, context, method, role)
-            call.abort_if(call.authenticate())
-            guarded = _GuardedRequests(iter(requests), call)
-            return _run(inner, guarded, context, call.claims, streaming_response)
-
-        return behavior
+    def open(self, plan: tuple[str, str | None], context: Any, kind: CallKind) -> CallHooks:
+        method, role = plan
+        return _Call(self, context, method, role)
 
     # -- logging --
 
@@ -274,40 +177,19 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         )
 
 
-def _run(
-    inner: Any, argument: Any, context: grpc.ServicerContext, claims: Claims | None, stream: bool
-) -> Any:
-    """Call the original behavior with the claims visible through current_claims()."""
-    reset = _current_claims.set(claims)
-    try:
-        result = inner(argument, context)
-    finally:
-        _current_claims.reset(reset)
-    return _with_claims(iter(result), claims) if stream else result
-
-
-def _with_claims(responses: Iterator[Any], claims: Claims | None) -> Iterator[Any]:
-    # Set around each step only: the generator may be finished on another thread or never.
-    try:
-        while True:
-            reset = _current_claims.set(claims)
-            try:
-                response = next(responses)
-            except StopIteration:
-                return
-            finally:
-                _current_claims.reset(reset)
-            yield response
-    finally:
-        close = getattr(responses, "close", None)
-        if close is not None:
-            close()  # a cancelled call: let the handler's generator clean up now
-
-
-class _Call:
+class _Call(CallHooks):
     """The auth state of one call, on its handler's thread."""
 
-    __slots__ = ("audit_logged", "claims", "context", "interceptor", "method", "refused", "role")
+    __slots__ = (
+        "_scope",
+        "audit_logged",
+        "claims",
+        "context",
+        "interceptor",
+        "method",
+        "refused",
+        "role",
+    )
 
     def __init__(
         self,
@@ -323,9 +205,33 @@ class _Call:
         self.claims: Claims | None = None
         self.audit_logged = False
         self.refused: AuthError | None = None
+        self._scope = _ClaimsScope(self)
+
+    # -- the hooks: a unary request's identity is checked with the call; a stream's first
+    # request is checked for its identity, and every request for the token's expiry.
+
+    def admit(self) -> Refusal | None:
+        return _refusal(self.authenticate())
+
+    def check_request(self, request: Any) -> Refusal | None:
+        return _refusal(self.check_identity(request))
+
+    def before_request(self) -> Refusal | None:
+        return _refusal(self.refused)  # the handler swallowed the abort and reads on
+
+    def on_request(self, request: Any, index: int) -> Refusal | None:
+        if index == 1:
+            refused = self.check_identity(request)
+            if refused is not None:
+                return _refusal(refused)
+        return _refusal(self.check_fresh())
+
+    def scope(self) -> _ClaimsScope:
+        """The verified claims, visible to the handler through current_claims()."""
+        return self._scope
 
     # The checks return the error to end the call with (ENFORCE), or None (accepted, or
-    # AUDIT mode: logged and let through); the caller aborts, in its API's way.
+    # AUDIT mode: logged and let through); the skeleton aborts, in its API's way.
 
     def fail(self, error: AuthError, subject: str | None = None) -> AuthError | None:
         """Log; the error to abort with in ENFORCE mode, None in AUDIT mode."""
@@ -334,12 +240,6 @@ class _Call:
             self.refused = error
             return error
         return None
-
-    def abort_if(self, error: AuthError | None) -> None:
-        """End the call (grpcio's synchronous API) if ``error``."""
-        if error is not None:
-            self.context.abort(error.code, error.reason)
-            raise AssertionError("unreachable")  # context.abort raises
 
     def authenticate(self) -> AuthError | None:
         try:
@@ -411,60 +311,24 @@ class _Call:
         return self.fail(_unauthenticated("token expired"), claims.subject)
 
 
-class _GuardedRequests:
-    """A request iterator that checks the first request's identity and, on every request,
-    that the token has not expired; the handler never sees a refused request."""
+class _ClaimsScope:
+    """Makes a call's claims current; entered once per step of the call (see
+    :meth:`raftgrpc.interceptors._skeleton.CallHooks.scope`)."""
 
-    __slots__ = ("_call", "_first", "_requests")
+    __slots__ = ("_call", "_reset")
 
-    def __init__(self, requests: Iterator[Any], call: _Call) -> None:
-        self._requests = requests
+    def __init__(self, call: _Call) -> None:
         self._call = call
-        self._first = True
 
-    def __iter__(self) -> _GuardedRequests:
-        return self
+    def __enter__(self) -> None:
+        self._reset = _current_claims.set(self._call.claims)
 
-    def __next__(self) -> Any:
-        call = self._call
-        call.abort_if(call.refused)  # the handler swallowed the abort and reads on
-        request = next(self._requests)
-        if self._first:
-            self._first = False
-            call.abort_if(call.check_identity(request))
-        call.abort_if(call.check_fresh())
-        return request
+    def __exit__(self, *exc_info: object) -> None:
+        _current_claims.reset(self._reset)
 
 
-class _AsyncGuardedRequests:
-    """:class:`_GuardedRequests` for a ``grpc.aio`` request stream."""
-
-    __slots__ = ("_call", "_first", "_requests")
-
-    def __init__(self, requests: AsyncIterator[Any], call: _Call) -> None:
-        self._requests = requests
-        self._call = call
-        self._first = True
-
-    def __aiter__(self) -> _AsyncGuardedRequests:
-        return self
-
-    async def __anext__(self) -> Any:
-        call = self._call
-        context = call.context
-        await _aio_refuse(context, call.refused)
-        request = await self._requests.__anext__()
-        if self._first:
-            self._first = False
-            await _aio_refuse(context, call.check_identity(request))
-        await _aio_refuse(context, call.check_fresh())
-        return request
-
-
-async def _aio_refuse(context: Any, error: AuthError | None) -> None:
-    """End a ``grpc.aio`` call if ``error`` (``context.abort`` raises)."""
-    if error is not None:
-        await context.abort(error.code, error.reason)
+def _refusal(error: AuthError | None) -> Refusal | None:
+    return None if error is None else Refusal(error.code, error.reason)
 
 
 def _bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
@@ -566,4 +430,4 @@ def aio_server_interceptor(*args: Any, **kwargs: Any) -> grpc.aio.ServerIntercep
     """The layer :func:`server_interceptor` makes (same arguments), for a ``grpc.aio`` server
     (a node's own server): coroutine handlers are checked by its async wrapper, handlers of
     grpcio's synchronous API (run in ``grpc.aio``'s thread pool) by its synchronous one."""
-    return AioLayer.of(server_interceptor(*args, **kwargs))
+    return cast(_Interceptor, server_interceptor(*args, **kwargs)).aio()

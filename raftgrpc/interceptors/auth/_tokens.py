@@ -17,10 +17,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from jwt import PyJWK
 
 from raftgrpc._errors import ConfigError
-from raftgrpc.interceptors._handlers import (
-    AnyKindClientInterceptor,
-    CallDetails,
-)
+from raftgrpc._security._filestamp import FileStamp, stamp, stamp_open
+from raftgrpc.interceptors._client import AnyKindClientInterceptor, CallDetails
 from raftgrpc.interceptors.auth._common import (
     _MAX_TOKEN_CHARS,
     _TOKEN_SHAPE,
@@ -29,9 +27,6 @@ from raftgrpc.interceptors.auth._common import (
     HMAC_ALGORITHMS,
     ROLE_CLAIM,
     logger,
-)
-from raftgrpc.interceptors.auth._keys import (
-    _file_signature,
 )
 
 
@@ -92,9 +87,9 @@ class FileTokenSource:
             ) from None
         self._next_check = clock() + self._reload_interval_s
 
-    def _read(self) -> tuple[str, tuple[int, int, int, int]]:
+    def _read(self) -> tuple[str, FileStamp]:
         with self._path.open("r", encoding="ascii", errors="replace") as stream:
-            signature = _file_signature(os.fstat(stream.fileno()))
+            signature = stamp_open(stream)
             text = stream.read(_MAX_TOKEN_CHARS + 2)
         return _checked_token(text, f"token file {self._path}"), signature
 
@@ -106,7 +101,7 @@ class FileTokenSource:
         try:
             self._next_check = now + self._reload_interval_s
             try:
-                if _file_signature(os.stat(self._path)) != self._signature:
+                if stamp(self._path) != self._signature:
                     self._token, self._signature = self._read()
             except (OSError, ConfigError) as exc:
                 why = exc.strerror if isinstance(exc, OSError) else str(exc)
