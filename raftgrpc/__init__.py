@@ -18,6 +18,14 @@ from raftgrpc import _grpcenv
 # Before anything imports grpc: gRPC's C core reads these when it is first imported.
 _grpcenv.apply()
 
+from raftgrpc._abilities import (  # noqa: E402
+    HasListenTarget,
+    HasStats,
+    HostsServices,
+    Redials,
+    ReportsPeerErrors,
+    ShutsDownGracefully,
+)
 from raftgrpc._builder import TransportBuilder  # noqa: E402
 from raftgrpc._errors import (  # noqa: E402
     AuthError,
@@ -27,6 +35,7 @@ from raftgrpc._errors import (  # noqa: E402
     FrameError,
     PeerUnreachable,
     RaftGrpcError,
+    UnreachableKind,
 )
 from raftgrpc._ops.admin_client import GrpcUtility, GrpcUtilityException  # noqa: E402
 from raftgrpc._ops.admin_service import service as admin_service  # noqa: E402
@@ -49,16 +58,23 @@ __all__ = [
     "GrpcTransport",
     "GrpcUtility",
     "GrpcUtilityException",
+    "HasListenTarget",
+    "HasStats",
+    "HostsServices",
     "Middleware",
     "MigrationConfig",
     "MigrationTransport",
     "PeerUnreachable",
     "PortOffset",
     "RaftGrpcError",
+    "Redials",
+    "ReportsPeerErrors",
     "ShutdownReport",
+    "ShutsDownGracefully",
     "TlsConfig",
     "TransportBuilder",
     "TransportConfig",
+    "UnreachableKind",
     "admin_service",
     "graceful_shutdown",
     "health_service",

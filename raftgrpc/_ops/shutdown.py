@@ -11,6 +11,8 @@ from typing import Any
 
 from pysyncobj.config import FAIL_REASON
 
+from raftgrpc._abilities import ShutsDownGracefully
+
 __all__ = ["ShutdownReport", "graceful_shutdown"]
 
 logger = logging.getLogger("raftgrpc.shutdown")
@@ -93,8 +95,9 @@ def graceful_shutdown(
     until its followers' election timeouts fire. This function, bounded at every step:
 
     1. reports NOT_SERVING on the node's health services at once
-       (``GrpcTransport.begin_shutdown()``; skipped for transports without it), so probes and
-       load balancers stop sending clients here;
+       (``begin_shutdown()``, :class:`raftgrpc.ShutsDownGracefully`; skipped for transports
+       without it, such as TCPTransport), so probes and load balancers stop sending clients
+       here;
     2. if the node leads, hands leadership over with ``syncobj.transferLeadership()`` (Raft's
        TimeoutNow, to the most caught-up connected follower), retrying while the request is
        denied (no follower caught up yet), and waits up to ``transfer_timeout_s`` until
@@ -112,9 +115,8 @@ def graceful_shutdown(
     self_node = getattr(syncobj, "selfNode", None)
     node_id = None if self_node is None else str(self_node.id)
     transport = getattr(syncobj, "_SyncObj__transport", None)
-    begin = getattr(transport, "begin_shutdown", None)
-    if callable(begin):
-        begin()
+    if isinstance(transport, ShutsDownGracefully):
+        transport.begin_shutdown()
     not_serving_at = time.monotonic()
     manual = not getattr(syncobj.conf, "autoTick", True)
     probe = _TickProbe(syncobj)

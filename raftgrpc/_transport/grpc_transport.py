@@ -20,7 +20,16 @@ from pysyncobj.node import Node
 from pysyncobj.transport import Transport, TransportNotReadyError
 
 from raftgrpc import _grpcenv as grpcenv
-from raftgrpc._errors import ConfigError, PeerUnreachable
+from raftgrpc._abilities import (
+    HasListenTarget,
+    HasStats,
+    HostsServices,
+    Redials,
+    ReportsPeerErrors,
+    ShutsDownGracefully,
+    TracksResends,
+)
+from raftgrpc._errors import ConfigError, PeerUnreachable, UnreachableKind
 from raftgrpc._ops import health
 from raftgrpc._protocol import codec
 from raftgrpc._protocol.address import grpc_target, split_host_port
@@ -63,7 +72,16 @@ class _Peer:
         self.lost_at = float("-inf")  # monotonic time SyncObj was last told of a disconnect
 
 
-class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
+class GrpcTransport(
+    Transport,  # type: ignore[misc]  # pysyncobj is untyped
+    ReportsPeerErrors,
+    Redials,
+    ShutsDownGracefully,
+    HasListenTarget,
+    HasStats,
+    HostsServices,
+    TracksResends,
+):
     """A drop-in replacement for PySyncObj's ``TCPTransport`` that speaks gRPC.
 
     >>> from pysyncobj import SyncObj, replicated
@@ -256,7 +274,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
                 extra={"event": "peer.no_address", "peer": node.id},
             )
             unreachable = _Peer(node, None)
-            unreachable.error = PeerUnreachable(node.id, f"no gRPC address: {exc}")
+            unreachable.error = PeerUnreachable(
+                node.id, f"no gRPC address: {exc}", kind=UnreachableKind.NO_ADDRESS
+            )
             self._peers[node] = unreachable
             return
         peer = _Peer(node, None)
@@ -353,7 +373,9 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         if refusal is None:
             link.kick()  # its writer runs in this tick's run of the event loop
             return True
-        peer.reset = PeerUnreachable(node.id, refusal, None, time.monotonic())
+        peer.reset = PeerUnreachable(
+            node.id, refusal, None, time.monotonic(), kind=UnreachableKind.RESET
+        )
         link.cancel()
         self._disconnected(peer, link)
         return False
@@ -502,19 +524,22 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         """
         peer = self._peers.get(node)
         if peer is None:
-            return PeerUnreachable(getattr(node, "id", str(node)), "not a member")
+            node_id = getattr(node, "id", str(node))
+            return PeerUnreachable(node_id, "not a member", kind=UnreachableKind.NOT_A_MEMBER)
         if peer.link is not None:
             return None
         if peer.error is not None:
             return peer.error
         failure = peer.stream.last_failure if peer.stream is not None else None
         reset = peer.reset
-        if reset is not None and (failure is None or failure[0] == grpc.StatusCode.CANCELLED):
+        if reset is not None and (failure is None or failure[1] == grpc.StatusCode.CANCELLED):
             return reset  # this node reset the stream (the cancel is its doing), not redialled yet
         if failure is None:
-            return PeerUnreachable(node.id, "no stream established yet")
-        code, reason, failed_at = failure
-        return PeerUnreachable(node.id, reason, code, failed_at)
+            return PeerUnreachable(
+                node.id, "no stream established yet", kind=UnreachableKind.NOT_DIALLED
+            )
+        kind, code, reason, failed_at = failure
+        return PeerUnreachable(node.id, reason, code, failed_at, kind=kind)
 
     def heard_reply(self, node: Any, message: dict[str, Any]) -> None:
         """Tell the stream to ``node`` what ``node`` answered (a ``next_node_idx``; tick

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from raftgrpc._errors import UnreachableKind, status_kind
 from raftgrpc._protocol import codec
 from raftgrpc._protocol.backoff import Backoff
 from raftgrpc._protocol.handshake import WelcomeFailure, judge_welcome
@@ -90,8 +91,8 @@ class PeerStream:
         self._waker: asyncio.Future[None] | None = None
         self._current: Link | None = None
         self._task: asyncio.Task[None] | None = None
-        self.last_failure: tuple[grpc.StatusCode | None, str, float] | None = None
-        """Why the last attempt ended without a stream (status code or None, reason,
+        self.last_failure: tuple[UnreachableKind, grpc.StatusCode | None, str, float] | None = None
+        """Why the last attempt ended without a stream (kind, status code or None, reason,
         monotonic time); None while a stream is established or before an attempt ended."""
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -153,7 +154,11 @@ class PeerStream:
                 except Exception as exc:
                     # A bug, or a channel that cannot be made (a bad client interceptor):
                     # it must not end the dialling for good: log it and try again.
-                    self._failed(None, f"unexpected error: {type(exc).__name__}: {exc}")
+                    self._failed(
+                        UnreachableKind.INTERNAL,
+                        None,
+                        f"unexpected error: {type(exc).__name__}: {exc}",
+                    )
                     logger.exception("raftgrpc: unexpected error on the stream to %s", self.target)
                 if self._stopped:
                     break
@@ -184,7 +189,9 @@ class PeerStream:
             await call.write(self._hello)
             raw = await asyncio.wait_for(call.read(), self._handshake_timeout_s)
             if raw is _EOF:
-                self._failed(None, "the stream ended during the handshake")
+                self._failed(
+                    UnreachableKind.HANDSHAKE_FAILED, None, "the stream ended during the handshake"
+                )
                 logger.debug("raftgrpc: stream to %s ended during the handshake", self.target)
                 await _raise_status(call)
                 return
@@ -225,11 +232,11 @@ class PeerStream:
                 raise
             # grpc.aio raises CancelledError from a call this node cancelled (its liveness
             # monitor, a queue reset, a redial): the stream ended here, by this node.
-            self._failed(grpc.StatusCode.CANCELLED, "cancelled by this node")
+            self._failed(UnreachableKind.RESET, grpc.StatusCode.CANCELLED, "cancelled by this node")
         except grpc.aio.AioRpcError as exc:
             self._log_failure(exc, established)
         except FrameError as exc:
-            self._failed(None, f"bad frame: {exc}")
+            self._failed(UnreachableKind.PROTOCOL_ERROR, None, f"bad frame: {exc}")
             logger.warning(
                 "raftgrpc: closing stream to %s: %s",
                 self.target,
@@ -292,11 +299,11 @@ class PeerStream:
             if batch is not None and not deliver(link, *batch):
                 return reader.dropped
 
-    def _failed(self, code: grpc.StatusCode | None, reason: str) -> None:
-        self.last_failure = (code, reason, time.monotonic())
+    def _failed(self, kind: UnreachableKind, code: grpc.StatusCode | None, reason: str) -> None:
+        self.last_failure = (kind, code, reason, time.monotonic())
 
     def _log_handshake_failure(self, reason: str, level: int = logging.WARNING) -> None:
-        self._failed(None, f"handshake failed: {reason}")
+        self._failed(UnreachableKind.HANDSHAKE_FAILED, None, f"handshake failed: {reason}")
         logger.log(
             level,
             "raftgrpc: handshake with %s failed: %s",
@@ -308,7 +315,7 @@ class PeerStream:
     def _log_failure(self, exc: grpc.aio.AioRpcError, established: bool) -> None:
         code = exc.code()
         detail = exc.details()
-        self._failed(code, str(detail))
+        self._failed(status_kind(str(detail)), code, str(detail))
         if self._stopped or code == grpc.StatusCode.CANCELLED:
             return
         if established or code not in (grpc.StatusCode.UNAVAILABLE,):
