@@ -15,6 +15,7 @@ through a callback (:func:`drop_callbacks`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -35,6 +36,8 @@ __all__ = [
     "is_leader",
     "last_response_times",
     "leader_of",
+    "tick_thread_of",
+    "transport_of",
 ]
 
 # -- enums -------------------------------------------------------------------------------
@@ -84,6 +87,17 @@ def election_deadline(syncobj: Any) -> float | None:
     is heard from (reset by every append-entries), or None if the field is absent."""
     deadline = getattr(syncobj, "_SyncObj__raftElectionDeadline", None)
     return float(deadline) if isinstance(deadline, int | float) else None
+
+
+def transport_of(syncobj: Any) -> Any:
+    """The SyncObj's transport (``SyncObj.__transport``), or None if the field is absent."""
+    return getattr(syncobj, "_SyncObj__transport", None)
+
+
+def tick_thread_of(syncobj: Any) -> threading.Thread | None:
+    """The SyncObj's own tick thread (``SyncObj.__thread``; None with ``autoTick`` off)."""
+    thread = getattr(syncobj, "_SyncObj__thread", None)
+    return thread if isinstance(thread, threading.Thread) else None
 
 
 # -- the tick thread ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pysyncobj.syncobj
 import pytest
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
+from pysyncobj.transport import TCPTransport
 
 from raftgrpc import _pysyncobj
 from tests.helpers import free_port
@@ -51,6 +52,24 @@ def test_the_private_state_reads_what_a_real_syncobj_holds(lone_leader: SyncObj)
     assert _pysyncobj.leader_of(lone_leader) == lone_leader.selfNode
     assert _pysyncobj.last_response_times(lone_leader) is not None
     assert isinstance(_pysyncobj.election_deadline(lone_leader), float)
+    assert isinstance(_pysyncobj.transport_of(lone_leader), TCPTransport)
+    assert _pysyncobj.tick_thread_of(lone_leader) is None  # autoTick off: no thread of its own
+
+
+def test_a_tcp_transport_forgets_its_connect_attempts() -> None:
+    # TCPTransport dials only the partners whose address sorts below its own.
+    partner, me = sorted(f"127.0.0.1:{free_port()}" for _ in range(2))
+    node = SyncObj(me, [partner], conf=SyncObjConf(autoTick=False))
+    try:
+        transport = _pysyncobj.transport_of(node)
+        for _ in range(5):
+            node.doTick(0.01)
+        assert transport._lastConnectAttempt  # it tried the partner
+        assert _pysyncobj.forget_connect_attempts(transport, list(transport._lastConnectAttempt))
+        assert not transport._lastConnectAttempt
+        assert not _pysyncobj.forget_connect_attempts(object(), [])
+    finally:
+        node.destroy()
 
 
 def test_missing_private_fields_read_as_unknown_not_as_an_error() -> None:

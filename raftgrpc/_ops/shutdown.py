@@ -12,6 +12,7 @@ from typing import Any
 from pysyncobj.config import FAIL_REASON
 
 from raftgrpc._abilities import ShutsDownGracefully
+from raftgrpc._pysyncobj import is_leader, leader_of, tick_thread_of, transport_of
 
 __all__ = ["ShutdownReport", "graceful_shutdown"]
 
@@ -71,11 +72,11 @@ class _TickProbe:
                 item()
             except Exception:
                 logger.exception("raftgrpc: graceful shutdown: error on the tick thread")
-        leader = self._syncobj._getLeader()
-        is_leader = bool(self._syncobj._isLeader())
+        leader = leader_of(self._syncobj)
+        leads = is_leader(self._syncobj)
         with self._changed:
             self.leader = None if leader is None else str(leader.id)
-            self.is_leader = is_leader
+            self.is_leader = leads
             self.ticks += 1
             self._changed.notify_all()
 
@@ -114,7 +115,7 @@ def graceful_shutdown(
     started = time.monotonic()
     self_node = getattr(syncobj, "selfNode", None)
     node_id = None if self_node is None else str(self_node.id)
-    transport = getattr(syncobj, "_SyncObj__transport", None)
+    transport = transport_of(syncobj)
     if isinstance(transport, ShutsDownGracefully):
         transport.begin_shutdown()
     not_serving_at = time.monotonic()
@@ -160,9 +161,9 @@ def graceful_shutdown(
     drained_s = time.monotonic() - drain_started
     destroy_started = time.monotonic()
     syncobj.destroy()
-    thread = getattr(syncobj, "_SyncObj__thread", None)
+    thread = tick_thread_of(syncobj)
     stopped = True
-    if isinstance(thread, threading.Thread) and thread is not threading.current_thread():
+    if thread is not None and thread is not threading.current_thread():
         thread.join(stop_timeout_s)
         stopped = not thread.is_alive()
     report = ShutdownReport(
