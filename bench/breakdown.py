@@ -3,13 +3,13 @@
     python bench/breakdown.py                    # 5 rounds x 4 s, transports interleaved
     python bench/breakdown.py --rounds 3 --seconds 3 --transports tcp,grpc
 
-Three node processes on loopback (tests/cluster/harness.py), unbatched, one 10-byte command
-in flight from a client thread in the leader's process (node.py's bench_load), as the
+Three node processes on loopback (raftgrpc/testing/_processes/harness.py), unbatched, one 10-byte
+command in flight from a client thread in the leader's process (node.py's bench_load), as the
 latency benchmark. Each node process loads ``bench/probe/sitecustomize.py`` (through
-PYTHONPATH), which stamps every message at the points of its path that both transports have
-(see that module); the stamps of one commit are joined across processes by log index. For
-each round and transport the median of every hop over the commits of the run is taken; the
-table shows the median over rounds, and the CPU time of the three processes per commit.
+PYTHONPATH), which stamps every message at the points of its path that both transports have (see
+that module); the stamps of one commit are joined across processes by log index. For each round
+and transport the median of every hop over the commits of the run is taken; the table shows the
+median over rounds, and the CPU time of the three processes per commit.
 
 The hops, for a commit at log index i:
 
@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT / "bench"), str(ROOT / "tests" / "cluster"), str(ROOT)):
+for _p in (str(ROOT / "bench"), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT), str(ROOT / "tests" / "cluster")):
+for _p in (str(ROOT),):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
@@ -51,10 +51,11 @@ class Host:
     """The parts of SyncObj a transport uses, with a tick loop driven by the caller."""
 
     def __init__(self, transport: str, me: str, peer: str) -> None:
-        from node import transport_class
         from pysyncobj import SyncObjConf
         from pysyncobj.node import TCPNode
         from pysyncobj.poller import createPoller
+
+        from raftgrpc.testing._processes.node import transport_class
 
         self.conf = SyncObjConf()
         self._poller = createPoller("auto")
@@ -255,7 +256,7 @@ def run_pair(
     per_tick: int = 16,
 ) -> dict[str, Any]:
     """Run a receiver and a sender process on loopback; return the receiver's report."""
-    from harness import free_port
+    from raftgrpc.testing import free_port
 
     # The sender gets the higher address: TCPTransport's higher address dials, so the sender
     # connects to a receiver that already listens instead of waiting out connectionRetryTime.

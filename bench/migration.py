@@ -3,13 +3,14 @@
     python bench/migration.py                  # 3 rounds of each plan
     python bench/migration.py --rounds 5 --plans forward,wrong-order
 
-Each round starts a 3-node cluster of real processes (tests/cluster/node.py, journal and dump
-files, PySyncObj's default timing: election timeout 0.4-1.4 s), keeps one client writing
-(tests/cluster/harness.py: Writer, one key at a time, through the leader) and restarts the
-nodes one at a time onto other transports (tests/cluster/rolling.py, the README's runbook
-order unless the plan says otherwise). Per step it records the longest gap between two
-acknowledged writes; at the end it checks that every acknowledged write is on every node and
-that the states are identical (a round that fails this is reported as failed).
+Each round starts a 3-node cluster of real processes (raftgrpc/testing/_processes/node.py,
+journal and dump files, PySyncObj's default timing: election timeout 0.4-1.4 s), keeps one
+client writing (raftgrpc/testing/_processes/harness.py: Writer, one key at a time, through the
+leader) and restarts the nodes one at a time onto other transports
+(raftgrpc/testing/_processes/rolling.py, the README's runbook order unless the plan says
+otherwise). Per step it records the longest gap between two acknowledged writes; at the end it
+checks that every acknowledged write is on every node and that the states are identical (a round
+that fails this is reported as failed).
 
 Plans: forward (TCP -> Migration -> gRPC), rollback (gRPC -> Migration -> TCP), abandon
 (TCP -> Migration -> TCP), tcp-restart (TCP -> TCP: the baseline, a plain rolling restart),
@@ -36,12 +37,17 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT / "tests" / "cluster"), str(ROOT)):
+for _p in (str(ROOT),):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from harness import Cluster, NodeProc, Writer  # noqa: E402
-from rolling import restart_as, restart_order, settled, verify  # noqa: E402
+from raftgrpc.testing._processes.harness import Cluster, NodeProc, Writer  # noqa: E402
+from raftgrpc.testing._processes.rolling import (  # noqa: E402
+    restart_as,
+    restart_order,
+    settled,
+    verify,
+)
 
 PLANS: dict[str, tuple[str, list[str]]] = {
     "forward": ("tcp", ["migration", "grpc-mapped"]),

@@ -5,11 +5,12 @@
                                    # 100 MB and 1 GiB snapshots
     python bench/run.py --only thr-10B-3n,micro-entries --rounds 1 --seconds 2 --no-docs
 
-Every number comes from real node processes on loopback (tests/cluster/node.py, one process per
-node, started by tests/cluster/harness.py) or, for the micro-benchmark, from two transport host
-processes (bench/micro.py). The transports of a run are measured in the same run, interleaved:
-in each round every scenario runs once per transport, the order of the transports alternating
-between rounds. Medians over rounds and their spread (min..max) are reported.
+Every number comes from real node processes on loopback (raftgrpc/testing/_processes/node.py, one
+process per node, started by raftgrpc/testing/_processes/harness.py) or, for the micro-benchmark,
+from two transport host processes (bench/micro.py). The transports of a run are measured in the
+same run, interleaved: in each round every scenario runs once per transport, the order of the
+transports alternating between rounds. Medians over rounds and their spread (min..max) are
+reported.
 
 A run counts only after its result is verified: every node holds exactly the committed keys,
 and applied exactly as many commands (no command lost or applied twice); a snapshot's receiver
@@ -43,13 +44,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT / "bench"), str(ROOT / "tests" / "cluster"), str(ROOT)):
+for _p in (str(ROOT / "bench"), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
 import psutil  # noqa: E402
-from harness import Cluster, digest, gen_bytes  # noqa: E402
 from micro import KINDS, run_pair  # noqa: E402
+
+from raftgrpc.testing._processes.harness import Cluster, digest, gen_bytes  # noqa: E402
 
 # The transports compared: name -> the spec node.py's --transport understands (a key of
 # node.py's TRANSPORTS table). Adding a transport is one line here and one line there.

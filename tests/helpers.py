@@ -1,13 +1,29 @@
-"""Small test utilities shared by the top-level tests."""
+"""The test helpers of raftgrpc's own tests, in one place.
+
+Ports, waits with a deadline, the KV store and the in-process cluster are raftgrpc.testing's
+(users' tests get the same ones); what only these tests need is here.
+"""
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from raftgrpc.testing import KV, LocalCluster, free_port, free_ports, wait_until
+
+__all__ = [
+    "BEAT",
+    "KV",
+    "LocalCluster",
+    "auth_files",
+    "free_port",
+    "free_ports",
+    "grpc_owned",
+    "thread_ids",
+    "wait_until",
+]
 
 BEAT: dict[str, Any] = {
     "type": "append_entries",
@@ -18,18 +34,6 @@ BEAT: dict[str, Any] = {
     "entries": [],
 }
 """A heartbeat as PySyncObj sends it (append_entries without entries)."""
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` on the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
 
 
 def grpc_owned(thread: threading.Thread) -> bool:
@@ -48,27 +52,6 @@ def thread_ids() -> set[int]:
         for t in threading.enumerate()
         if not t.name.endswith("(_poll_wrapper)") and t.ident is not None
     }
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind to 0 and release)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that were free a moment ago (all bound at once, then released)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def auth_files(directory: Path) -> tuple[Any, Callable[[str], Any]]:

@@ -16,10 +16,10 @@ from typing import Any
 
 import grpc
 import psutil  # type: ignore[import-untyped]
-from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj import SyncObjConf
 
 from raftgrpc._transport.inbound import STREAM_METHOD
-from tests.helpers import free_port, wait_until
+from tests.helpers import KV, free_port, wait_until
 
 EVIL_TERM = 10**6
 """Every Raft message an attacker sends has a term (or index) at least this large, or carries
@@ -28,18 +28,6 @@ EVIL_BYTES = b"EVIL"
 
 
 # --------------------------------------------------------------------------- the cluster
-
-
-class KV(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
-    """The replicated state machine: a dict."""
-
-    def __init__(self, me: str, partners: list[str], conf: SyncObjConf, transport: Any) -> None:
-        super().__init__(me, partners, conf, transportClass=transport)
-        self.data: dict[str, int] = {}
-
-    @replicated  # type: ignore[untyped-decorator]
-    def put(self, key: str, value: int) -> None:
-        self.data[key] = value
 
 
 def _is_evil(message: dict[str, Any]) -> bool:
@@ -167,7 +155,7 @@ class LiveCluster:
         try:
             for me in addresses:
                 partners = [a for a in addresses if a != me]
-                self.nodes.append(KV(me, partners, conf(), transport_of(me)))
+                self.nodes.append(KV(me, partners, transport_of(me), conf()))
             for node in self.nodes:
                 node.waitBinded()
         except BaseException:

@@ -109,10 +109,7 @@ def _destroy(objs: list[SyncObj]) -> None:
     for o in objs:
         o.destroy()
     for o in objs:
-        deadline = time.monotonic() + 10
-        while o.tick_thread_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not o.tick_thread_alive()
+        wait_until(lambda o=o: not o.tick_thread_alive(), 10, "a node's tick thread to end")
 
 
 @dataclasses.dataclass

@@ -19,13 +19,10 @@ import pytest
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parents[1]
-
 PROGRAM = """
 import json, os, sys, time
-sys.path[:0] = [{root!r}, {cluster!r}]
 from pysyncobj import SyncObj, SyncObjConf, replicated
-from tests.helpers import free_ports
+from raftgrpc.testing import free_ports
 kind = sys.argv[1]
 ports = free_ports(4)
 addrs = [f"127.0.0.1:{{p}}" for p in ports[:2]]
@@ -38,9 +35,9 @@ if kind == "tcp":
 elif kind == "grpc":
     from raftgrpc import GrpcTransport as transport
 elif kind == "migration":
-    from migrationstack import migration as transport
+    from raftgrpc.testing._processes.migrationstack import migration as transport
 else:
-    from fullstack import transport
+    from raftgrpc.testing._processes.fullstack import transport
 
 
 class Value(SyncObj):
@@ -70,7 +67,7 @@ print("committed", flush=True)
 @pytest.mark.parametrize("kind", ["tcp", "grpc", "migration", "grpc-full"])
 def test_a_program_that_never_calls_destroy_exits(kind: str, tmp_path: Path) -> None:
     program = tmp_path / "never_destroys.py"
-    program.write_text(PROGRAM.format(root=str(ROOT), cluster=str(ROOT / "tests" / "cluster")))
+    program.write_text(PROGRAM.format())
     env = dict(os.environ, RAFTGRPC_FULL_KEYS=str(tmp_path / "keys"))
     proc = subprocess.Popen(
         [sys.executable, str(program), kind],

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
-from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
+from pysyncobj import SyncObj, SyncObjConf, SyncObjException
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.transport import Transport
 from pysyncobj.utility import TcpUtility
@@ -42,6 +42,7 @@ from raftgrpc import (
 )
 from raftgrpc._ops.admin_client import GrpcUtility
 from raftgrpc._transport.migration import PRIMARY, SECONDARY, fallback_unless_refused
+from tests import helpers
 from tests.helpers import BEAT, free_ports, thread_ids, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -748,18 +749,13 @@ def test_migration_config_accepts_zero_grace_and_upgrade() -> None:
 # -- Part B: real SyncObj clusters ---------------------------------------------------------
 
 
-class KV(SyncObj):  # type: ignore[misc]  # pysyncobj is untyped
+class KV(helpers.KV):
+    """The tests' replicated store, redialling every 0.5 s (TCPTransport's default: 5 s)."""
+
     def __init__(
         self, me: str, partners: list[str], transport: Any | None = None, retry_s: float = 0.5
     ) -> None:
-        self.kv: dict[str, str] = {}
-        kwargs = {} if transport is None else {"transportClass": transport}
-        conf = SyncObjConf(connectionRetryTime=retry_s)
-        super().__init__(me, partners, conf, **kwargs)
-
-    @replicated  # type: ignore[untyped-decorator]
-    def put(self, key: str, value: str) -> None:
-        self.kv[key] = value
+        super().__init__(me, partners, transport, SyncObjConf(connectionRetryTime=retry_s))
 
 
 def stopped(node: SyncObj) -> bool:
@@ -806,7 +802,7 @@ def write_through_every_node(cluster: list[KV]) -> None:
         key, value = f"k{i}", f"written through {node.selfNode.id}"
         wait_until(functools.partial(try_put, node, key, value), 20, f"{key} committed")
         expected[key] = value
-    wait_until(lambda: all(n.kv == expected for n in cluster), 20, "every write on every node")
+    wait_until(lambda: all(n.data == expected for n in cluster), 20, "every write on every node")
 
 
 MIGRATION = MigrationConfig(primary_grace_s=0.3, switch_hold_s=0.3, upgrade_after_s=0.5)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-for _p in (str(ROOT / "bench"), str(ROOT / "tests" / "cluster"), str(ROOT)):
+for _p in (str(ROOT / "bench"), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-for p in (str(REPO), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+from raftgrpc.testing._processes.harness import Cluster
 
-from harness import Cluster  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 TRANSPORTS = ["tcp", "grpc"]
 
@@ -70,8 +65,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def full_cluster(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:
-    """A cluster on ``grpc-full`` (tests/cluster/fullstack.py), its keys in ``tmp_path``."""
-    import fullstack
+    """A cluster on ``grpc-full`` (raftgrpc.testing._processes.fullstack), keys in ``tmp_path``."""
+    from raftgrpc.testing._processes import fullstack
 
     monkeypatch.setenv("RAFTGRPC_FULL_KEYS", str(tmp_path / "keys"))
     fullstack.ensure_keys()

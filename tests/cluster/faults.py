@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import Cluster, CtlError, NodeProc
+from raftgrpc.testing._processes.harness import Cluster, CtlError, NodeProc
 
 SEED_ENV = "RAFTGRPC_FAULT_SEED"
 REPORT_ENV = "RAFTGRPC_FAULT_REPORT"

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness import Cluster, CtlError, NodeProc
+from raftgrpc.testing._processes.harness import Cluster, CtlError, NodeProc
 
 T = TypeVar("T")
 

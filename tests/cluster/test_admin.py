@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import fullstack
 import grpc
 import pytest
-from harness import REPO, Cluster, NodeProc
 
 from raftgrpc._ops.admin_client import GrpcUtility, GrpcUtilityException
+from raftgrpc.testing._processes import fullstack
+from raftgrpc.testing._processes.harness import REPO, Cluster, NodeProc
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,6 +1,6 @@
 """Fault injection under load with real node processes, checked for exactly-once application.
 
-Each scenario starts a cluster of tests/cluster/node.py processes, runs a :class:`faults.Load`
+Each scenario starts a cluster of raftgrpc.testing._processes nodes, runs a :class:`faults.Load`
 (clients recording op ids, never retrying one), injects its fault (kill -9, SIGSTOP, restart,
 a partition made with node.py's ``block_peers``, membership changes), waits on conditions
 with deadlines, stops the load and checks with :func:`faults.verify` that every acknowledged
@@ -24,9 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import faults
 import pytest
-from faults import (
+
+from raftgrpc.testing._processes.harness import CtlError, NodeProc, digest, gen_bytes
+from tests.cluster import faults
+from tests.cluster.faults import (
     BulkLoad,
     Load,
     Scenario,
@@ -37,7 +39,6 @@ from faults import (
     wait_caught_up,
     wait_new_leader,
 )
-from harness import CtlError, NodeProc, digest, gen_bytes
 
 MiB = 1 << 20
 
@@ -584,7 +585,7 @@ def _run(
     name: str, transport: str, tmp_path: Path, request: pytest.FixtureRequest, long: bool
 ) -> None:
     if transport == "tcp" and name in TCP_XFAIL:
-        request.applymarker(pytest.mark.xfail(reason=TCP_XFAIL[name], strict=False))
+        request.applymarker(pytest.mark.xfail(reason=TCP_XFAIL[name], strict=True))
     slow = request.node.get_closest_marker("slow") is not None
     with scenario(name, transport, tmp_path, request.node.nodeid, long=long, slow=slow) as s:
         SCENARIOS[name](s)

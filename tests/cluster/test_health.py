@@ -16,7 +16,8 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from harness import Cluster, CtlError, NodeProc
+
+from raftgrpc.testing._processes.harness import Cluster, CtlError, NodeProc
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,16 +9,16 @@ import json
 import time
 from typing import Any
 
-import fullstack
 import grpc
 import pytest
-from harness import Cluster
 
 from raftgrpc._protocol import codec
 from raftgrpc._protocol.address import grpc_target
 from raftgrpc._transport.inbound import STREAM_METHOD
 from raftgrpc._transport.link import PROTOCOL_VERSION
 from raftgrpc.interceptors import auth
+from raftgrpc.testing._processes import fullstack
+from raftgrpc.testing._processes.harness import Cluster
 from raftgrpc.v1 import transport_pb2 as pb
 
 pytestmark = pytest.mark.timeout(240)

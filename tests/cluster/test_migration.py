@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Cluster, Writer
-from rolling import restart_as, restart_order, settled, table, verify
+
+from raftgrpc.testing._processes.harness import Cluster, Writer
+from raftgrpc.testing._processes.rolling import restart_as, restart_order, settled, table, verify
 
 ELECTION_TIMEOUT_S = 1.4  # SyncObjConf.raftMaxTimeout's default, which the nodes run with
 

@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import netns
 import pytest
-from harness import CtlError, NodeProc, Writer
-from netns import Netns, NetnsCluster, NetnsNode, partitioned
-from rolling import caught_up, verify
+
+from raftgrpc.testing._processes.harness import CtlError, NodeProc, Writer
+from raftgrpc.testing._processes.rolling import caught_up, verify
+from tests.cluster import netns
+from tests.cluster.netns import Netns, NetnsCluster, NetnsNode, partitioned
 
 pytestmark = pytest.mark.timeout(180)
 

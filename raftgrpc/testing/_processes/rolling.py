@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness import Cluster, NodeProc, Writer
+from raftgrpc.testing._processes.harness import Cluster, NodeProc, Writer
 
 # The path a MigrationTransport should settle on towards a peer running each transport.
 _EXPECTED_PATH = {"tcp": "secondary", "migration": "primary", "grpc-mapped": "primary"}

@@ -2,8 +2,9 @@
 
 Run as::
 
-    python tests/cluster/node.py --self 127.0.0.1:P --partners A,B --transport tcp|grpc \
-        --ctl-port C [--journal F] [--dump F] [--readonly] [--batch 0|1] [--dynamic]
+    python -m raftgrpc.testing._processes.node --self 127.0.0.1:P --partners A,B \
+        --transport tcp|grpc --ctl-port C [--journal F] [--dump F] [--readonly] \
+        [--batch 0|1] [--dynamic]
 
 The node replicates a small key-value store (``KV``) and answers a line-based JSON control
 protocol on 127.0.0.1:C: one JSON object per line in, one JSON object per line out. Every
@@ -33,14 +34,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import psutil  # noqa: E402
-from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated  # noqa: E402
-from pysyncobj.config import FAIL_REASON  # noqa: E402
-from pysyncobj.syncobj import SyncObjException  # noqa: E402
+from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.config import FAIL_REASON
+from pysyncobj.syncobj import SyncObjException
 
 EXIT_PORT_IN_USE = 3
 EXIT_ORPHANED = 4
@@ -55,11 +51,11 @@ TRANSPORTS: dict[str, str] = {
     "tcp": "pysyncobj.transport:TCPTransport",
     "grpc": "raftgrpc:GrpcTransport",
     # GrpcTransport with logging, tracing (1% of messages) and JWT auth (fullstack.py).
-    "grpc-full": "fullstack:transport",
+    "grpc-full": "raftgrpc.testing._processes.fullstack:transport",
     # GrpcTransport on ports other than the Raft ids' (migrationstack.py), and
     # MigrationTransport: that GrpcTransport first, TCPTransport as the fallback.
-    "grpc-mapped": "migrationstack:grpc",
-    "migration": "migrationstack:migration",
+    "grpc-mapped": "raftgrpc.testing._processes.migrationstack:grpc",
+    "migration": "raftgrpc.testing._processes.migrationstack:migration",
 }
 
 
@@ -131,18 +127,18 @@ class KV(SyncObjConsumer):  # type: ignore[misc]
         # twice shows up twice here, where ``set`` would hide it.
         self.ops: list[str] = []
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def set(self, key: str, value: Any) -> None:
         self.data[key] = value
         self.applied += 1
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def record(self, op_id: str) -> int:
         self.ops.append(op_id)
         self.applied += 1
         return len(self.ops)
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def fill(self, name: str, nbytes: int, seed: int) -> int:
         self.data[name] = gen_bytes(nbytes, seed)
         self.applied += 1
@@ -325,6 +321,8 @@ class Node:
         return {"ok": True}
 
     def cmd_rss(self, req: dict[str, Any]) -> dict[str, Any]:
+        import psutil  # type: ignore[import-untyped]  # a dev dependency, as this command
+
         rss = psutil.Process().memory_info().rss
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
         return {"ok": True, "rss": rss, "peak_rss": peak}

@@ -1,4 +1,5 @@
-"""Start, stop, kill and query node processes (tests/cluster/node.py) of a local Raft cluster.
+"""Start, stop, kill and query node processes (:mod:`raftgrpc.testing._processes.node`) of a
+local Raft cluster.
 
 Synchronisation is by polling a condition with a deadline (``Cluster.wait_until``), never by
 sleeping for a fixed time. Every process a ``Cluster`` starts is killed by ``Cluster.close``.
@@ -22,8 +23,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-NODE_PY = Path(__file__).with_name("node.py")
-REPO = NODE_PY.parents[2]
+from raftgrpc.testing._ports import free_port
+from raftgrpc.testing._waiting import wait_until
+
+NODE_MODULE = "raftgrpc.testing._processes.node"
+"""What ``python -m`` runs for each node."""
+REPO = Path(__file__).resolve().parents[3]
+"""The working directory of node processes (the source tree, when raftgrpc runs from one)."""
 
 EXIT_PORT_IN_USE = 3  # node.py: the Raft or the control port could not be bound
 
@@ -40,21 +46,6 @@ RETRIABLE = {
 }
 
 T = TypeVar("T")
-
-# Ports handed out by this process, never handed out twice (a restarted node keeps its own).
-_USED_PORTS: set[int] = set()
-
-
-def free_port() -> int:
-    """A port that was free a moment ago: bind port 0, read it, release it."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _USED_PORTS:
-            _USED_PORTS.add(port)
-            return port
-    raise RuntimeError("could not find a fresh free port")
 
 
 def digest(value: bytes | str) -> dict[str, Any]:
@@ -204,7 +195,8 @@ class Cluster:
     def _argv(self, node: NodeProc) -> list[str]:
         argv = [
             sys.executable,
-            str(NODE_PY),
+            "-m",
+            NODE_MODULE,
             "--transport",
             node.transport or self.transport,
             "--ctl-port",
@@ -417,32 +409,34 @@ class Cluster:
 
     def wait_until(
         self,
-        predicate: Callable[[], T],
+        predicate: Callable[[], T | None],
         timeout: float,
         what: str,
         interval: float = 0.02,
         observe: Callable[[], Any] | None = None,
     ) -> T:
-        """Poll ``predicate`` until it returns something truthy, and return that. On the
-        deadline raise AssertionError with the last value/exception seen and the cluster state.
-        """
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while True:
+        """Poll ``predicate`` until it returns something truthy, and return that. A node that
+        does not answer (CtlError) or a check that fails inside ``predicate`` is "not yet". On
+        the deadline raise AssertionError with the last value/exception seen and the cluster
+        state."""
+        seen: list[Any] = [None]
+
+        def attempt() -> T | None:
             try:
                 value = predicate()
-                if value:
-                    return value
-                last = value
             except (CtlError, AssertionError, KeyError) as e:
-                last = f"{type(e).__name__}: {e}"
-            if time.monotonic() >= deadline:
-                observed = last if observe is None else {"observed": observe(), "last": last}
-                raise AssertionError(
-                    f"timed out after {timeout:.1f}s waiting for {what}\n"
-                    f"last observed: {observed!r}\ncluster:\n{self.summary()}"
-                )
-            time.sleep(interval)
+                seen[0] = f"{type(e).__name__}: {e}"
+                return None
+            seen[0] = value
+            return value
+
+        def describe() -> str:
+            observed = seen[0] if observe is None else {"observed": observe(), "last": seen[0]}
+            return f"{what}\nlast observed: {observed!r}\ncluster:\n{self.summary()}"
+
+        found = wait_until(attempt, timeout, describe, interval=interval)
+        assert found is not None  # wait_until returns only a truthy value
+        return found
 
     def leaders(self, nodes: Iterable[NodeProc] | None = None) -> list[NodeProc]:
         """Nodes that currently claim leadership."""
