@@ -39,8 +39,7 @@ from hypothesis import strategies as st
 
 from fuzz import oracles
 from raftgrpc._protocol import codec
-from raftgrpc._transport.link import PULSE_REQUEST, PULSE_RESPONSE, Link, read_frames
-from raftgrpc._transport.outbox import Outbox
+from raftgrpc._protocol.frames import PULSE_REQUEST, PULSE_RESPONSE, read_frames
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.test_codec import any_message
 
@@ -556,7 +555,8 @@ def test_hand_picked_hostile_inputs(raw: bytes) -> None:
 def test_carriers_are_none_when_the_guard_dropped_every_traced_message() -> None:
     """Found by test_valid_streams_are_delivered_exactly: read_frames tested "no carrier"
     before the guard dropped messages, so a frame whose only traced message was an orphaned
-    chunk delivered [None, ...] instead of None (fixed in raftgrpc/_transport/link.py)."""
+    chunk delivered [None, ...] instead of None (fixed in what is now
+    raftgrpc/_protocol/frames.py)."""
     vote = codec.encode_message(
         {"type": "request_vote", "term": 0, "last_log_index": 0, "last_log_term": 0}
     )
@@ -578,9 +578,7 @@ def test_carriers_are_none_when_the_guard_dropped_every_traced_message() -> None
         seen.append((messages, carriers))
         return True
 
-    link = Link("peer", Outbox(memory_bytes=1024, spool_bytes=1024))
-    dropped = read_frames(link, [frame], pb.StreamRequest.FromString, deliver, traced=True)
-    link.break_()
+    dropped = read_frames([frame], pb.StreamRequest.FromString, deliver, traced=True)
     assert dropped == 1
     assert seen == [([codec.decode_message(pb.RaftMessage.FromString(vote))], None)]
 
