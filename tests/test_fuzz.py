@@ -40,6 +40,14 @@ from hypothesis import strategies as st
 from fuzz import oracles
 from raftgrpc._protocol import codec
 from raftgrpc._protocol.frames import PULSE_REQUEST, PULSE_RESPONSE, read_frames
+from raftgrpc._protocol.handshake import (
+    ReadOnlyHello,
+    WelcomeFailure,
+    hello_bytes,
+    judge_hello,
+    judge_welcome,
+    welcome_bytes,
+)
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.test_codec import any_message
 
@@ -526,6 +534,25 @@ def handshakes_accept_exactly_what_the_protocol_allows(raw: bytes) -> None:
         # After a good handshake, a second Hello or Welcome is not a frame.
         oracles.read_stream([candidate], response=False)
         oracles.read_stream([candidate], response=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=300)))
+def test_the_handshake_a_node_sends_is_the_one_its_peer_accepts(node_id: str | None) -> None:
+    """hello_bytes / welcome_bytes (what a node sends) against judge_hello / judge_welcome
+    (what its peer accepts), through the pure API alone."""
+    hello = hello_bytes(node_id)
+    judged = judge_hello(hello)
+    if node_id is None:
+        assert isinstance(judged, ReadOnlyHello)
+    else:
+        assert judged == node_id and oracles.claimed(hello) == node_id
+        welcome = judge_welcome(welcome_bytes(node_id), node_id)
+        assert isinstance(welcome, pb.Welcome) and welcome.node_id == node_id
+        assert oracles.peer_handshake(welcome_bytes(node_id), expected_node_id=node_id)
+        other = judge_welcome(welcome_bytes(node_id + "x"), node_id)
+        assert isinstance(other, WelcomeFailure) and "expected" in other.reason
+    oracles.server_handshake(hello)
 
 
 # --------------------------------------------------------------------------- regressions

@@ -716,7 +716,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             self._syncobj,
             self._loop,
             run_on_tick=self._run_on_tick,
-            ready=lambda: bool(self.ready),
+            is_ready=lambda: bool(self.ready),
             utility_callbacks=lambda: utility_callbacks(self),
             stats=self.stats,
         )

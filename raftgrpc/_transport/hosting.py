@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from raftgrpc._ops import health
@@ -22,44 +23,22 @@ __all__ = ["HostedServices", "ServiceContext"]
 logger = logging.getLogger("raftgrpc.transport")
 
 
+@dataclass
 class ServiceContext:
     """The :class:`~raftgrpc._transport.services.NodeContext` a transport gives its services:
     each ability handed over as a callable, so that services see nothing else of it."""
 
-    def __init__(
-        self,
-        node_id: str,
-        syncobj: Any,
-        loop: asyncio.AbstractEventLoop,
-        run_on_tick: Callable[[Callable[[], None]], bool],
-        ready: Callable[[], bool],
-        utility_callbacks: Callable[[], Mapping[str, Callable[[list[Any], Any], None]]],
-        stats: Callable[[], dict[str, int]],
-    ) -> None:
-        self.node_id = node_id
-        self.syncobj = syncobj
-        self._loop = loop
-        self._run_on_tick = run_on_tick
-        self._ready = ready
-        self._utility_callbacks = utility_callbacks
-        self._stats = stats
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def run_on_tick(self, work: Callable[[], None]) -> bool:
-        return self._run_on_tick(work)
+    node_id: str
+    syncobj: Any
+    loop: asyncio.AbstractEventLoop
+    run_on_tick: Callable[[Callable[[], None]], bool]
+    is_ready: Callable[[], bool]
+    utility_callbacks: Callable[[], Mapping[str, Callable[[list[Any], Any], None]]]
+    stats: Callable[[], dict[str, int]]
 
     @property
     def ready(self) -> bool:
-        return bool(self._ready())
-
-    def utility_callbacks(self) -> Mapping[str, Callable[[list[Any], Any], None]]:
-        return dict(self._utility_callbacks())
-
-    def stats(self) -> dict[str, int]:
-        return self._stats()
+        return bool(self.is_ready())
 
 
 class HostedServices:
