@@ -8,13 +8,12 @@ import contextvars
 import functools
 import itertools
 import logging
-import threading
 import time
 from typing import Any
 
 import grpc
 from pysyncobj.node import Node
-from pysyncobj.transport import Transport, TransportNotReadyError
+from pysyncobj.transport import Transport
 
 from raftgrpc import _grpcenv as grpcenv
 from raftgrpc._errors import PeerUnreachable
@@ -27,12 +26,13 @@ from raftgrpc._protocol.queue_reset import QueueResetPolicy
 from raftgrpc._protocol.readonly import refused_from_readonly
 from raftgrpc._protocol.reconnect_hold import ReconnectHold
 from raftgrpc._pysyncobj import drop_callbacks, guarded, poller_of, utility_callbacks
-from raftgrpc._transport.aio_server import start_server
+from raftgrpc._transport.aio_server import Serving, start_server
 from raftgrpc._transport.config import TransportConfig, check_syncobj_password
 from raftgrpc._transport.delivery import deliver_each, deliver_traced
 from raftgrpc._transport.hosting import HostedServices, ServiceContext
 from raftgrpc._transport.inbound import RaftStreamServicer
 from raftgrpc._transport.link import Link
+from raftgrpc._transport.listener import Listener
 from raftgrpc._transport.liveness import LivenessMonitor
 from raftgrpc._transport.meter import ByteMeter
 from raftgrpc._transport.middleware import Middleware, dial_aio
@@ -122,7 +122,6 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         self._clock = time.monotonic
         self._observer = self._middleware.frame_observer
         self._syncobj = syncObj
-        self._conf = syncObj.conf
         self._self_node = selfNode
         self.node_id: str = selfNode.id if selfNode is not None else ""
         self._members: dict[str, Any] = {}  # id -> Node; read by the servicer (on the loop)
@@ -158,21 +157,19 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         )
         self._servicer = RaftStreamServicer(self, self._setup)
         self._hosted = HostedServices(self._config, self._middleware.services)
-        self._server: grpc.aio.Server | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._ready = selfNode is None
-        self._bind_over = threading.Event()
-        self._bind_attempts = 0
-        self._last_bind_attempt = float("-inf")
+        self._listener = Listener(
+            self.node_id,
+            self._listen_target,
+            self._serve,
+            syncObj.conf.bindRetryTime,
+            syncObj.conf.maxBindRetries,
+            self._clock,
+        )
         self._closing = False
         self._redundant_sends = 0  # append entries not sent: their stream carries them
         self._trimmed_sends = 0  # append entries sent without the entries the stream carries
         self._destroy_deferred = False  # destroy() was called from inside the event loop
         self._destroyed = False
-        self.bound_port: int | None = None
-        """The port the server listens on, once bound."""
-        if self._ready:
-            self._bind_over.set()
         try:
             self._tickloop.attach(poller_of(syncObj))
             syncObj.addOnTickCallback(self._on_tick)
@@ -191,41 +188,24 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
     @property
     def ready(self) -> bool:
         """Whether the server is bound (always True on a read-only node)."""
-        return self._ready
+        return self._listener.ready
 
     def tryGetReady(self) -> None:
         """Bind the server unless bound, following SyncObjConf's bind retry settings.
 
         Raises TransportNotReadyError once ``maxBindRetries`` attempts failed.
         """
-        if self._ready or self._destroyed:
-            return
-        now = self._clock()
-        if now < self._last_bind_attempt + self._conf.bindRetryTime:
-            return
-        self._last_bind_attempt = now
-        try:
-            self._bind()
-        except Exception as exc:
-            self._bind_attempts += 1
-            logger.warning(
-                "raftgrpc: cannot listen (attempt %d): %s",
-                self._bind_attempts,
-                exc,
-                extra={"event": "server.bind_failed", "attempt": self._bind_attempts},
-            )
-            if self._conf.maxBindRetries and self._bind_attempts >= self._conf.maxBindRetries:
-                self._bind_over.set()
-                raise TransportNotReadyError from exc
-        else:
-            self._ready = True
-            self._bind_over.set()
+        if not self._destroyed:
+            self._listener.try_bind()
 
     def waitReady(self) -> None:
         """Block until the server is bound; TransportNotReadyError if binding gave up."""
-        self._bind_over.wait()
-        if not self._ready:
-            raise TransportNotReadyError
+        self._listener.wait()
+
+    @property
+    def bound_port(self) -> int | None:
+        """The port the server listens on, once bound."""
+        return self._listener.port
 
     def addNode(self, node: Any) -> None:
         """Start streaming to a new member (on membership change or at start)."""
@@ -409,10 +389,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             logger.exception("raftgrpc: error while destroying the transport")
         finally:
             self._tickloop.close()
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
-                self._executor = None
-            self._bind_over.set()
+            self._listener.close()
 
     async def _shutdown(self) -> None:
         grace = self._config.shutdown_grace_s
@@ -431,9 +408,7 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
         # End accepted streams first: their handlers then return at once instead of holding
         # server.stop() for the whole grace period.
         self._servicer.close_all()
-        if self._server is not None:
-            server, self._server = self._server, None
-            await server.stop(grace)
+        await self._listener.stop(grace)
         if streams:
             await asyncio.wait(
                 [asyncio.ensure_future(s.wait_stopped()) for s in streams], timeout=5.0
@@ -737,34 +712,21 @@ class GrpcTransport(Transport):  # type: ignore[misc]  # pysyncobj is untyped
             cfg.queue_memory_bytes, cfg.queue_spool_bytes, self.outbound_meter, clock=self._clock
         )
 
-    def _bind(self) -> None:
+    def _serve(self, executor: concurrent.futures.ThreadPoolExecutor) -> Serving:
+        """Start the node's server (for raftgrpc._transport.listener): the Raft stream and
+        the hosted services."""
         assert self._listen_target is not None  # read-only nodes never bind
-        target = self._listen_target
-        if self._executor is None:
-            # Runs the handlers of user services written for grpcio's synchronous API; no
-            # thread starts unless one is called (raftgrpc's own handlers are coroutines).
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=4, thread_name_prefix="raftgrpc-sync-handler"
-            )
-        serving = self._tickloop.run_until_complete(
+        return self._tickloop.run_until_complete(
             start_server(
-                target,
+                self._listen_target,
                 handlers=[self._servicer.handler(), *self._hosted.handlers()],
                 interceptors=self._middleware.server_interceptors,
                 options=server_options(self._config),
                 max_concurrent_rpcs=self._config.max_concurrent_streams,
                 credentials=self._middleware.server_credentials,
-                executor=self._executor,
+                executor=executor,
             ),
             timeout=10.0,
-        )
-        self._server = serving.server
-        self.bound_port = serving.port
-        logger.info(
-            "raftgrpc: node %s listening on %s",
-            self.node_id,
-            target,
-            extra={"event": "server.listening", "node": self.node_id, "address": target},
         )
 
     def _dial(self, target: str) -> grpc.aio.Channel:
