@@ -2,7 +2,7 @@
 threads, no clock of their own.
 
 Queue resets, the reconnect hold, read-only filtering, listen-address derivation, the log
-levels of failures, and the frame reader's size budget.
+levels of failures, the frame reader's size budget, and the bind retries.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from pysyncobj.transport import TransportNotReadyError
 
 from raftgrpc import ConfigError
 from raftgrpc._protocol import codec
@@ -29,6 +30,8 @@ from raftgrpc._protocol.frames import (
 from raftgrpc._protocol.queue_reset import QUEUE_FULL, QueueResetPolicy
 from raftgrpc._protocol.readonly import refused_from_readonly
 from raftgrpc._protocol.reconnect_hold import ReconnectHold
+from raftgrpc._transport.aio_server import Serving
+from raftgrpc._transport.listener import Listener
 from raftgrpc.v1 import transport_pb2 as pb
 
 # --------------------------------------------------------------------------- queue resets
@@ -215,3 +218,44 @@ def test_the_frame_reader_refuses_a_frame_above_its_budget_before_decoding() -> 
         FrameReader(pb.StreamRequest.FromString, inbound_budget=0).feed(raw)
     batch = FrameReader(pb.StreamRequest.FromString).feed(raw)  # the default 32 MiB
     assert batch is not None and len(batch[0][0]["entries"]) == 2000
+
+
+# --------------------------------------------------------------------------- bind retries
+
+
+def test_binding_is_retried_as_syncobjconf_says_on_the_transports_clock() -> None:
+    """raftgrpc._transport.listener with a start that fails, then one that succeeds: no
+    socket is opened (the real binding is tests/contract's)."""
+    now = [0.0]
+    attempts: list[float] = []
+    succeed = [False]
+
+    def start(executor: Any) -> Serving:
+        attempts.append(now[0])
+        if not succeed[0]:
+            raise OSError("address in use")
+        return Serving(None, 4321)  # type: ignore[arg-type]  # never stopped here
+
+    listener = Listener("n", "127.0.0.1:4321", start, 1.0, 3, lambda: now[0])
+    try:
+        for t in (0.0, 0.5, 1.0, 1.5):
+            now[0] = t
+            listener.try_bind()
+        assert attempts == [0.0, 1.0] and not listener.ready
+        now[0] = 2.0
+        with pytest.raises(TransportNotReadyError):
+            listener.try_bind()  # the third failure gives up
+        with pytest.raises(TransportNotReadyError):
+            listener.wait()
+    finally:
+        listener.close()
+
+    succeed[0] = True
+    listener = Listener("n", "127.0.0.1:4321", start, 1.0, 0, lambda: now[0])
+    try:
+        listener.try_bind()
+        listener.wait()  # bound: returns at once
+        assert listener.ready and listener.port == 4321
+    finally:
+        listener.close()
+    assert Listener("ro", None, start, 1.0, 0, lambda: 0.0).ready  # a read-only node
