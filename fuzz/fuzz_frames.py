@@ -36,7 +36,7 @@ with atheris.instrument_imports(include=["raftgrpc", "fuzz"]):
     from fuzz import oracles
     from fuzz.harness import run
     from raftgrpc._protocol import codec
-    from raftgrpc._transport.link import PULSE_REQUEST, PULSE_RESPONSE
+    from raftgrpc._protocol.frames import PULSE_REQUEST, PULSE_RESPONSE
 
 
 def split(data: bytes) -> tuple[int, list[bytes]]:

@@ -5,7 +5,7 @@ contract; anything else escapes as an exception (a test failure, an atheris cras
 
 * the only errors are the documented ones: ``google.protobuf.message.DecodeError`` from
   parsing, :class:`raftgrpc.CodecError` from the codec, :class:`raftgrpc.FrameError`
-  from :func:`raftgrpc._transport.link.read_frames`, an abort with a status code from the server's
+  from :func:`raftgrpc._protocol.frames.read_frames`, an abort with a status code from the server's
   handshake, and None from the client's handshake; their texts are bounded whatever the
   input's size;
 * every decoded message has one of the shapes PySyncObj sends (``DESIGN.md`` §3, checked by
@@ -15,6 +15,9 @@ contract; anything else escapes as an exception (a test failure, an atheris cras
   minus the continuation chunks of transfers that did not start on the stream, and stops at
   the first bad frame;
 * the handshakes accept exactly the Hello / Welcome messages the protocol allows.
+
+Every entry point is pure (:mod:`raftgrpc._protocol`): nothing here opens a stream, builds a
+link or reads a clock.
 
 Shared by ``tests/test_fuzz.py`` (hypothesis) and the atheris harnesses in this directory.
 """
@@ -32,6 +35,12 @@ from google.protobuf.message import DecodeError
 from raftgrpc._protocol import codec
 from raftgrpc._protocol.codec import CodecError
 from raftgrpc._protocol.encoder import BatchEncoder
+from raftgrpc._protocol.frames import (
+    FrameError,
+    decoded_size,
+    frame_budget,
+    read_frames,
+)
 from raftgrpc._protocol.handshake import (
     PROTOCOL_VERSION,
     HelloFailure,
@@ -42,14 +51,6 @@ from raftgrpc._protocol.handshake import (
     judge_welcome,
     not_a_member,
 )
-from raftgrpc._transport.link import (
-    FrameError,
-    Link,
-    decoded_size,
-    frame_budget,
-    read_frames,
-)
-from raftgrpc._transport.outbox import Outbox
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = [
@@ -354,7 +355,7 @@ def read_stream(
 
     ``response``: as the client reads them (``StreamResponse``), else as the server does.
     ``inbound_budget``: read_frames' (its default if None); 0 leaves only the floor of
-    :func:`raftgrpc._transport.link.frame_budget`, 32 times a frame's size.
+    :func:`raftgrpc._protocol.frames.frame_budget`, 32 times a frame's size.
     """
     parse = pb.StreamResponse.FromString if response else pb.StreamRequest.FromString
     outcome = StreamOutcome()
@@ -381,19 +382,16 @@ def read_stream(
         carriers_seen.append(carriers)
         return True
 
-    link = Link("fuzz-peer", Outbox(memory_bytes=1 << 16, spool_bytes=1 << 16))
     try:
         if inbound_budget is None:
-            outcome.dropped = read_frames(link, counted(), parse, deliver, traced=traced)
+            outcome.dropped = read_frames(counted(), parse, deliver, traced=traced)
         else:
             outcome.dropped = read_frames(
-                link, counted(), parse, deliver, traced=traced, inbound_budget=inbound_budget
+                counted(), parse, deliver, traced=traced, inbound_budget=inbound_budget
             )
     except FrameError as exc:
         _check_error_text(exc)
         outcome.error = exc
-    finally:
-        link.break_()
     budget = _DEFAULT_BUDGET if inbound_budget is None else inbound_budget
     _check_stream(raws, parse, outcome, carriers_seen, traced, budget)
     return outcome

@@ -36,8 +36,10 @@ __all__ = [
     "is_leader",
     "last_response_times",
     "leader_of",
+    "poller_of",
     "tick_thread_of",
     "transport_of",
+    "utility_callbacks",
 ]
 
 # -- enums -------------------------------------------------------------------------------
@@ -139,3 +141,16 @@ def forget_connect_attempts(transport: Any, nodes: Iterable[Any]) -> bool:
     for node in nodes:
         attempts.pop(node, None)
     return True
+
+
+def poller_of(syncobj: Any) -> Any:
+    """SyncObj's poller (``SyncObj._poller``, a ``pysyncobj.poller.Poller``): what its tick
+    thread waits in, and so where a transport subscribes the fds that must wake it."""
+    return syncobj._poller
+
+
+def utility_callbacks(transport: Any) -> dict[str, Callable[[list[Any], Any], None]]:
+    """The utility message callbacks (status, add, remove, set_version, transfer) SyncObj
+    registered on ``transport`` with ``setOnUtilityMessageCallback``
+    (``Transport._onUtilityMessageCallbacks``), as a copy."""
+    return dict(transport._onUtilityMessageCallbacks)

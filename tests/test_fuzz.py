@@ -39,8 +39,15 @@ from hypothesis import strategies as st
 
 from fuzz import oracles
 from raftgrpc._protocol import codec
-from raftgrpc._transport.link import PULSE_REQUEST, PULSE_RESPONSE, Link, read_frames
-from raftgrpc._transport.outbox import Outbox
+from raftgrpc._protocol.frames import PULSE_REQUEST, PULSE_RESPONSE, read_frames
+from raftgrpc._protocol.handshake import (
+    ReadOnlyHello,
+    WelcomeFailure,
+    hello_bytes,
+    judge_hello,
+    judge_welcome,
+    welcome_bytes,
+)
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.test_codec import any_message
 
@@ -529,6 +536,25 @@ def handshakes_accept_exactly_what_the_protocol_allows(raw: bytes) -> None:
         oracles.read_stream([candidate], response=True)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=300)))
+def test_the_handshake_a_node_sends_is_the_one_its_peer_accepts(node_id: str | None) -> None:
+    """hello_bytes / welcome_bytes (what a node sends) against judge_hello / judge_welcome
+    (what its peer accepts), through the pure API alone."""
+    hello = hello_bytes(node_id)
+    judged = judge_hello(hello)
+    if node_id is None:
+        assert isinstance(judged, ReadOnlyHello)
+    else:
+        assert judged == node_id and oracles.claimed(hello) == node_id
+        welcome = judge_welcome(welcome_bytes(node_id), node_id)
+        assert isinstance(welcome, pb.Welcome) and welcome.node_id == node_id
+        assert oracles.peer_handshake(welcome_bytes(node_id), expected_node_id=node_id)
+        other = judge_welcome(welcome_bytes(node_id + "x"), node_id)
+        assert isinstance(other, WelcomeFailure) and "expected" in other.reason
+    oracles.server_handshake(hello)
+
+
 # --------------------------------------------------------------------------- regressions
 
 
@@ -556,7 +582,8 @@ def test_hand_picked_hostile_inputs(raw: bytes) -> None:
 def test_carriers_are_none_when_the_guard_dropped_every_traced_message() -> None:
     """Found by test_valid_streams_are_delivered_exactly: read_frames tested "no carrier"
     before the guard dropped messages, so a frame whose only traced message was an orphaned
-    chunk delivered [None, ...] instead of None (fixed in raftgrpc/_transport/link.py)."""
+    chunk delivered [None, ...] instead of None (fixed in what is now
+    raftgrpc/_protocol/frames.py)."""
     vote = codec.encode_message(
         {"type": "request_vote", "term": 0, "last_log_index": 0, "last_log_term": 0}
     )
@@ -578,9 +605,7 @@ def test_carriers_are_none_when_the_guard_dropped_every_traced_message() -> None
         seen.append((messages, carriers))
         return True
 
-    link = Link("peer", Outbox(memory_bytes=1024, spool_bytes=1024))
-    dropped = read_frames(link, [frame], pb.StreamRequest.FromString, deliver, traced=True)
-    link.break_()
+    dropped = read_frames([frame], pb.StreamRequest.FromString, deliver, traced=True)
     assert dropped == 1
     assert seen == [([codec.decode_message(pb.RaftMessage.FromString(vote))], None)]
 

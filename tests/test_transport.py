@@ -309,7 +309,7 @@ def test_peers_connect_directly_when_a_proxy_is_set_for_other_traffic(
 def test_syncobj_failures_are_errors_except_unpickling_a_big_entrys_finish_chunk(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from raftgrpc._transport.grpc_transport import _log_syncobj_failure
+    from raftgrpc._transport.delivery import log_syncobj_failure
 
     finish = {"type": "append_entries", "transmission": "finish", "data": b"x."}
     truncated = pickle.dumps(("x" * 100, 1, 2), 2)[:-20]
@@ -318,7 +318,7 @@ def test_syncobj_failures_are_errors_except_unpickling_a_big_entrys_finish_chunk
         try:
             fail()
         except Exception:
-            _log_syncobj_failure(message)
+            log_syncobj_failure(message)
 
     def disk_full() -> None:
         raise OSError(28, "No space left on device")

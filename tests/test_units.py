@@ -330,7 +330,7 @@ class _Clock:
 def test_liveness_closes_a_silent_stream_but_not_after_its_own_process_was_paused() -> None:
     clock = _Clock()
     monitor = LivenessMonitor(3.0, "test", clock=clock)
-    fresh = Link("peer", Outbox(1024, 1024))
+    fresh = Link("peer", Outbox(1024, 1024), clock)
     monitor.watch(fresh)
     for _ in range(4):
         clock.now += monitor.interval
@@ -351,7 +351,7 @@ def test_liveness_closes_a_silent_stream_but_not_after_its_own_process_was_pause
 def test_liveness_asks_a_quiet_stream_for_a_pulse_and_not_a_busy_one() -> None:
     clock = _Clock()
     monitor = LivenessMonitor(3.0, "test", clock=clock)
-    quiet, busy = Link("q", Outbox(1024, 1024)), Link("b", Outbox(1024, 1024))
+    quiet, busy = Link("q", Outbox(1024, 1024), clock), Link("b", Outbox(1024, 1024), clock)
     monitor.watch(quiet)
     monitor.watch(busy)
     while clock.now < 1000.0 + monitor.pulse_interval + monitor.interval:

@@ -108,17 +108,17 @@ def _install() -> None:
 
     # GrpcTransport: frames are built right before call.write / the yield to gRPC, and fed
     # to the frame reader as soon as the event loop (the tick thread) has them.
-    import raftgrpc._transport.link
+    import raftgrpc._protocol.frames
     from raftgrpc._transport.grpc_transport import GrpcTransport
 
     _wrap_transport(GrpcTransport)
-    feed = raftgrpc._transport.link.FrameReader.feed
+    feed = raftgrpc._protocol.frames.FrameReader.feed
 
     def probed_feed(self, raw):  # type: ignore[no-untyped-def]
         _stamp("wire_in")
         return feed(self, raw)
 
-    raftgrpc._transport.link.FrameReader.feed = probed_feed
+    raftgrpc._protocol.frames.FrameReader.feed = probed_feed
     _patch_frame_builders()
 
 

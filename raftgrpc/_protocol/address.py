@@ -10,11 +10,18 @@ every node must use the same.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from raftgrpc._errors import ConfigError
 
-__all__ = ["AddressMap", "PortOffset", "grpc_target", "join_host_port", "split_host_port"]
+__all__ = [
+    "AddressMap",
+    "PortOffset",
+    "grpc_target",
+    "join_host_port",
+    "listen_target",
+    "split_host_port",
+]
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -108,3 +115,37 @@ class AddressMap:
 
     def __repr__(self) -> str:
         return f"AddressMap({len(self.table)} nodes, fallback={self.fallback!r})"
+
+
+def listen_target(
+    node_id: str,
+    listen_address: str | None = None,
+    bind_address: str | None = None,
+    address_of: Callable[[str], str] | None = None,
+) -> str:
+    """The gRPC target a node listens on, from TransportConfig and SyncObjConf.
+
+    ``listen_address`` (TransportConfig) wins. Otherwise the node listens where
+    ``address_of`` (TransportConfig; None: the identity) maps its own id, on
+    ``bind_address``'s host (SyncObjConf.bindAddress, which names the interface) if that is
+    set; without a mapping, ``bind_address`` is taken whole, as TCPTransport does. A mapping
+    that fails raises :class:`~raftgrpc.ConfigError`.
+
+    >>> listen_target("10.0.0.1:4321", bind_address="0.0.0.0:4321",
+    ...               address_of=lambda node: node.replace(":4321", ":5321"))
+    '0.0.0.0:5321'
+    """
+    if listen_address:
+        return grpc_target(listen_address)
+    if address_of is None:
+        return grpc_target(bind_address or node_id)
+    try:
+        mapped = address_of(node_id)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"TransportConfig.address_of failed on {node_id!r}: {exc}") from exc
+    if bind_address is None:
+        return grpc_target(mapped)
+    host, _ = split_host_port(bind_address)
+    return grpc_target(f"{host}:{split_host_port(mapped)[1]}")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 from raftgrpc._errors import ConfigError
 
-__all__ = ["TransportConfig"]
+__all__ = ["TransportConfig", "check_syncobj_password"]
+
+logger = logging.getLogger("raftgrpc.transport")
 
 _MIB = 1024 * 1024
 _MAY_BE_ZERO = frozenset({"raft_health_max_commit_lag", "queue_max_age_s"})
@@ -152,3 +156,28 @@ class TransportConfig:
             # A frame is frame_bytes of messages plus up to 6 bytes of framing each (tiny
             # messages nearly double in the worst case); it must stay below gRPC's limit.
             raise ConfigError("TransportConfig.frame_bytes must be <= max_message_bytes / 2")
+
+
+def check_syncobj_password(syncobj_conf: Any, tls: bool, call_credentials: bool) -> None:
+    """Refuse (ConfigError) or warn about a ``SyncObjConf.password`` given to GrpcTransport.
+
+    TCPTransport encrypts with the password; silently ignoring it would send what the user
+    meant to protect in plaintext, so without TLS (``tls``) it is refused. With TLS (a
+    cluster migrating from a password-protected TCPTransport) the password only serves the
+    TCP path, but it also authenticated TCPTransport's peers: without per-call credentials
+    (``call_credentials``) that is said in a warning.
+    """
+    if not getattr(syncobj_conf, "password", None):
+        return
+    if not tls:
+        raise ConfigError(
+            "SyncObjConf.password is TCPTransport's encryption and GrpcTransport does not "
+            "use it; secure the cluster at the gRPC layer (TransportBuilder.with_tls) or "
+            "remove it from SyncObjConf"
+        )
+    if not call_credentials:
+        logger.warning(
+            "raftgrpc: SyncObjConf.password also authenticated TCPTransport's peers; over "
+            "gRPC only mTLS with node identities or JWT (TransportBuilder.with_jwt) does",
+            extra={"event": "config.password_with_tls"},
+        )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any, Protocol
 
 import grpc
 
 from raftgrpc._protocol import codec
+from raftgrpc._protocol.frames import PULSE_RESPONSE, FrameError
 from raftgrpc._protocol.handshake import (
     HelloFailure,
     ReadOnlyHello,
@@ -19,8 +20,8 @@ from raftgrpc._protocol.handshake import (
     not_a_member,
     welcome_bytes,
 )
-from raftgrpc._transport.link import PULSE_RESPONSE, FrameError, FrameReader, Link
-from raftgrpc._transport.liveness import LivenessMonitor
+from raftgrpc._transport.link import Link
+from raftgrpc._transport.stream_io import Carriers, Messages, StreamSetup, outgoing, read_into
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = [
@@ -50,14 +51,9 @@ class InboundSink(Protocol):
         """Register a new inbound stream from ``peer`` (None: a read-only node); ``cancel``
         ends its RPC (set on the link before anything can refuse it)."""
 
-    def deliver(
-        self,
-        link: Link,
-        messages: list[dict[str, Any]],
-        nbytes: int,
-        carriers: list[dict[str, str] | None] | None = None,
-    ) -> bool:
-        """Hand decoded messages to SyncObj; False once the link is no longer wanted."""
+    def deliver(self, link: Link, messages: Messages, nbytes: int, carriers: Carriers) -> bool:
+        """Hand decoded messages to SyncObj; False once the link is no longer wanted
+        (:data:`raftgrpc._transport.stream_io.Deliver`)."""
 
     def close_inbound(self, link: Link) -> None:
         """The inbound stream ended."""
@@ -93,21 +89,10 @@ class RaftStreamServicer:
     hands them to the transport, on the same thread.
     """
 
-    def __init__(
-        self,
-        sink: InboundSink,
-        monitor: LivenessMonitor,
-        frame_bytes: int,
-        handshake_timeout_s: float,
-        traced: bool = False,
-        inbound_budget: int = 32 * 1024 * 1024,
-    ) -> None:
+    def __init__(self, sink: InboundSink, setup: StreamSetup) -> None:
         self._sink = sink
-        self._inbound_budget = inbound_budget
-        self._traced = traced
-        self._monitor = monitor
-        self._frame_bytes = frame_bytes
-        self._handshake_timeout_s = handshake_timeout_s
+        self._setup = setup
+        self._monitor = setup.monitor
         self._active: set[Link] = set()
         self._welcome = welcome_bytes(sink.node_id)
 
@@ -129,7 +114,7 @@ class RaftStreamServicer:
         remote = context.peer()
         try:
             # A stream that never says Hello must not be held open forever.
-            raw = await asyncio.wait_for(requests.__anext__(), self._handshake_timeout_s)
+            raw = await asyncio.wait_for(requests.__anext__(), self._setup.handshake_timeout_s)
         except asyncio.TimeoutError:
             logger.warning(
                 "raftgrpc: no Hello from %s in time, stream cancelled",
@@ -172,8 +157,11 @@ class RaftStreamServicer:
             yield self._welcome
             self._monitor.watch(link)
             reader = asyncio.get_running_loop().create_task(self._read(requests, link, ending))
-            async for response in self._responses(link):
-                yield response
+            # Frames queued for a read-only peer, and Pulses; until the link breaks.
+            responses = outgoing(link, self._setup, codec.response_frame_bytes, PULSE_RESPONSE)
+            async with aclosing(responses):
+                async for response in responses:
+                    yield response
         finally:
             if reader is not None and not reader.done():
                 reader.cancel()
@@ -189,41 +177,12 @@ class RaftStreamServicer:
         elif ending.cancelled:
             await context.abort(grpc.StatusCode.CANCELLED, "Cancelled")
 
-    async def _responses(self, link: Link) -> AsyncIterator[bytes]:
-        """What the stream sends after the Welcome: frames queued for a read-only peer, and
-        a Pulse when the monitor finds it quiet; ends when the link breaks."""
-        outbox, frame_bytes, monitor = link.outbox, self._frame_bytes, self._monitor
-        loop = asyncio.get_running_loop()
-        while True:
-            items = outbox.take(frame_bytes, 0)
-            if items:
-                yield codec.response_frame_bytes(items)
-                monitor.sent(link)
-            elif link.broken:
-                return
-            elif link.pulse_due:
-                link.pulse_due = False
-                yield PULSE_RESPONSE
-                monitor.sent(link)
-            else:
-                await link.wait_for_work(loop)
-
     async def _read(self, requests: AsyncIterator[bytes], link: Link, ending: _Ending) -> None:
-        reader = FrameReader(pb.StreamRequest.FromString, self._traced, self._inbound_budget)
-        deliver = self._sink.deliver
-        receive = requests.__anext__
+        reader = self._setup.frame_reader(pb.StreamRequest.FromString)
         try:
-            while True:
-                try:
-                    raw = await receive()
-                except StopAsyncIteration:
-                    # The peer closed its side, or gRPC ended the call.
-                    self._log_ended(link, "")
-                    return
-                link.last_seen = time.monotonic()
-                batch = reader.feed(raw)
-                if batch is not None and not deliver(link, *batch):
-                    return
+            if await read_into(link, requests.__anext__, reader, self._sink.deliver):
+                # The peer closed its side, or gRPC ended the call.
+                self._log_ended(link, "")
         except FrameError as exc:
             ending.failure = str(exc)
         except asyncio.CancelledError:

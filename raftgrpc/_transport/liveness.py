@@ -43,7 +43,9 @@ class LivenessMonitor:
     ) -> None:
         self._timeout = timeout
         self._name = name
-        self._clock = clock
+        self.clock = clock
+        """The clock silence is measured by: every link watched must read it too
+        (:class:`~raftgrpc._transport.link.Link` takes it)."""
         self.pulse_interval = timeout / 3 if pulse_interval is None else pulse_interval
         """A link that sent nothing for this long is made to send a Pulse."""
         self.interval = min(0.25, timeout / 8)
@@ -54,7 +56,7 @@ class LivenessMonitor:
 
     def watch(self, link: Link) -> None:
         """Watch ``link`` from now on (it counts as just heard from and just written to)."""
-        now = self._clock()
+        now = self.clock()
         link.last_seen = now
         self._links[link] = now
 
@@ -65,12 +67,12 @@ class LivenessMonitor:
     def sent(self, link: Link) -> None:
         """Record that something was written on ``link`` (no Pulse is due for a while)."""
         if link in self._links:
-            self._links[link] = self._clock()
+            self._links[link] = self.clock()
 
     def check(self, now: float | None = None) -> list[Link]:
         """One round: cancel the links silent for longer than the timeout and ask the quiet
         ones for a Pulse; returns the links it cancelled."""
-        now = self._clock() if now is None else now
+        now = self.clock() if now is None else now
         last, self._last_check = self._last_check, now
         if last is not None:
             gap = now - last

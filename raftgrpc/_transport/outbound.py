@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -13,11 +13,13 @@ import grpc
 from raftgrpc._errors import UnreachableKind, status_kind
 from raftgrpc._protocol import codec
 from raftgrpc._protocol.backoff import Backoff
+from raftgrpc._protocol.failures import stream_failure_level
+from raftgrpc._protocol.frames import PULSE_REQUEST, FrameError
 from raftgrpc._protocol.handshake import WelcomeFailure, judge_welcome
 from raftgrpc._transport.inbound import STREAM_METHOD
-from raftgrpc._transport.link import PULSE_REQUEST, FrameError, FrameReader, Link
-from raftgrpc._transport.liveness import LivenessMonitor
+from raftgrpc._transport.link import Link
 from raftgrpc._transport.outbox import Outbox
+from raftgrpc._transport.stream_io import Deliver, StreamSetup, outgoing, read_into
 from raftgrpc.v1 import transport_pb2 as pb
 
 __all__ = ["PeerEvents", "PeerStream"]
@@ -31,12 +33,7 @@ class PeerEvents:
     """What a :class:`PeerStream` reports to its transport (on the event loop's thread)."""
 
     def __init__(
-        self,
-        established: Callable[[Link], None],
-        lost: Callable[[Link], None],
-        deliver: Callable[
-            [Link, list[dict[str, Any]], int, list[dict[str, str] | None] | None], bool
-        ],
+        self, established: Callable[[Link], None], lost: Callable[[Link], None], deliver: Deliver
     ) -> None:
         self.established = established
         self.lost = lost
@@ -66,11 +63,7 @@ class PeerStream:
         new_outbox: Callable[[], Outbox],
         events: PeerEvents,
         backoff: Backoff,
-        monitor: LivenessMonitor,
-        frame_bytes: int,
-        handshake_timeout_s: float,
-        traced: bool = False,
-        inbound_budget: int = 32 * 1024 * 1024,
+        setup: StreamSetup,
     ) -> None:
         self.peer = peer
         self.target = target
@@ -82,11 +75,8 @@ class PeerStream:
         self._new_outbox = new_outbox
         self._events = events
         self._backoff = backoff
-        self._monitor = monitor
-        self._frame_bytes = frame_bytes
-        self._handshake_timeout_s = handshake_timeout_s
-        self._traced = traced
-        self._inbound_budget = inbound_budget
+        self._setup = setup
+        self._monitor = setup.monitor
         self._stopped = False
         self._waker: asyncio.Future[None] | None = None
         self._current: Link | None = None
@@ -176,7 +166,7 @@ class PeerStream:
 
     async def _attempt(self) -> None:
         assert self._channel is not None
-        link = Link(self.peer, self._new_outbox())
+        link = self._setup.new_link(self.peer, self._new_outbox())
         # No request iterator: frames are written with call.write() as they are queued.
         call: Any = self._channel.stream_stream(
             STREAM_METHOD, request_serializer=None, response_deserializer=None
@@ -187,7 +177,7 @@ class PeerStream:
         reader: asyncio.Task[int] | None = None
         try:
             await call.write(self._hello)
-            raw = await asyncio.wait_for(call.read(), self._handshake_timeout_s)
+            raw = await asyncio.wait_for(call.read(), self._setup.handshake_timeout_s)
             if raw is _EOF:
                 self._failed(
                     UnreachableKind.HANDSHAKE_FAILED, None, "the stream ended during the handshake"
@@ -258,26 +248,15 @@ class PeerStream:
                 self._events.lost(link)
 
     async def _write(self, call: Any, link: Link) -> None:
-        """Send what is queued for the peer, a Pulse when the monitor finds the stream
-        quiet; return once the link breaks or the call ends."""
-        outbox, frame_bytes, monitor = link.outbox, self._frame_bytes, self._monitor
-        loop = asyncio.get_running_loop()
+        """Write what :func:`~raftgrpc._transport.stream_io.outgoing` gives until the link
+        breaks or the call ends."""
+        frames = outgoing(link, self._setup, codec.request_frame_bytes, PULSE_REQUEST)
         try:
-            while True:
-                items = outbox.take(frame_bytes, 0)
-                if items:
+            async with aclosing(frames):
+                async for data in frames:
                     if call.done():
                         return  # ended: the reader reports its status (a write would not)
-                    await call.write(codec.request_frame_bytes(items))
-                    monitor.sent(link)
-                elif link.broken:
-                    return
-                elif link.pulse_due:
-                    link.pulse_due = False
-                    await call.write(PULSE_REQUEST)
-                    monitor.sent(link)
-                else:
-                    await link.wait_for_work(loop)
+                    await call.write(data)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, asyncio.CancelledError):
             # The call ended (the reader learns how) or this node cancelled it.
             if self._stopped:
@@ -287,20 +266,13 @@ class PeerStream:
     async def _read(self, call: Any, link: Link) -> int:
         """Deliver what the peer sends on the response side (frames to a read-only node,
         Pulses); returns the orphaned chunks dropped. Raises the call's error."""
-        reader = FrameReader(pb.StreamResponse.FromString, self._traced, self._inbound_budget)
-        deliver = self._events.deliver
-        while True:
-            raw = await call.read()
-            if raw is _EOF:
-                await _raise_status(call)
-                return reader.dropped
-            link.last_seen = time.monotonic()
-            batch = reader.feed(raw)
-            if batch is not None and not deliver(link, *batch):
-                return reader.dropped
+        reader = self._setup.frame_reader(pb.StreamResponse.FromString)
+        if await read_into(link, call.read, reader, self._events.deliver):
+            await _raise_status(call)
+        return reader.dropped
 
     def _failed(self, kind: UnreachableKind, code: grpc.StatusCode | None, reason: str) -> None:
-        self.last_failure = (kind, code, reason, time.monotonic())
+        self.last_failure = (kind, code, reason, self._monitor.clock())
 
     def _log_handshake_failure(self, reason: str, level: int = logging.WARNING) -> None:
         self._failed(UnreachableKind.HANDSHAKE_FAILED, None, f"handshake failed: {reason}")
@@ -318,11 +290,7 @@ class PeerStream:
         self._failed(status_kind(str(detail)), code, str(detail))
         if self._stopped or code == grpc.StatusCode.CANCELLED:
             return
-        if established or code not in (grpc.StatusCode.UNAVAILABLE,):
-            level = logging.WARNING if code != grpc.StatusCode.UNAVAILABLE else logging.INFO
-            event = "stream.failed"
-        else:
-            level, event = logging.DEBUG, "peer.unreachable"
+        level, event = stream_failure_level(code, established)
         logger.log(
             level,
             "raftgrpc: stream to %s failed: %s %s",

@@ -10,7 +10,7 @@ The spill file is a chain of segments of at most ``segment_bytes`` each; a segme
 (and its disk space freed) as soon as it has been read, so the disk used stays below the
 queued bytes plus one segment even when the queue never drains completely.
 
-Each item carries a stamp, a ``time.monotonic()`` (the transport stamps Raft messages with the
+Each item carries a stamp, a time on the queue's clock (the transport stamps Raft messages with the
 time they were queued) or +inf for an item that never goes stale (a snapshot chunk), and
 :attr:`Outbox.head_stamp` tells how long the item at the head has been waiting, without any
 per-item memory for what spilled. Waiting behind a never-stale item does not count: an item
@@ -26,6 +26,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from raftgrpc._transport.meter import ByteMeter
 
@@ -65,12 +66,14 @@ class Outbox:
         meter: ByteMeter | None = None,
         spool_dir: str | None = None,
         segment_bytes: int = _SEGMENT_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._memory_limit = memory_bytes
         self._spool_limit = spool_bytes
         self._segment_limit = segment_bytes
         self._meter = meter if meter is not None else ByteMeter()
         self._spool_dir = spool_dir
+        self._clock = clock  # the one the stamps are read on (the transport's)
         self._cond = threading.Condition(threading.Lock())
         self._memory: collections.deque[bytes] = collections.deque()
         self._memory_stamps: collections.deque[float] = collections.deque()
@@ -154,7 +157,7 @@ class Outbox:
             while self._memory and (not out or total + len(self._memory[0]) <= max_bytes):
                 item = self._memory.popleft()
                 if self._memory_stamps.popleft() == math.inf:
-                    self._resumed_at = time.monotonic()
+                    self._resumed_at = self._clock()
                 total += len(item)
                 out.append(item)
             self._memory_bytes -= total
@@ -216,7 +219,7 @@ class Outbox:
         if room is not None and size > room:
             return None
         if stamp == math.inf:
-            self._resumed_at = time.monotonic()
+            self._resumed_at = self._clock()
         item = os.pread(segment.fd, size, segment.read + _HEADER.size)
         if len(item) != size:
             raise OSError(f"spill file truncated: read {len(item)} of {size} bytes")
