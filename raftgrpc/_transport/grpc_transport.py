@@ -46,7 +46,7 @@ from raftgrpc._transport.liveness import LivenessMonitor
 from raftgrpc._transport.meter import ByteMeter
 from raftgrpc._transport.middleware import Middleware, dial_aio
 from raftgrpc._transport.options import channel_options, server_options
-from raftgrpc._transport.outbound import PeerEvents, PeerStream
+from raftgrpc._transport.outbound import OutboundEvents, OutboundStream
 from raftgrpc._transport.outbox import Outbox
 from raftgrpc._transport.stream_io import Carriers, Messages, StreamSetup
 from raftgrpc._transport.tickloop import TickLoop
@@ -58,12 +58,13 @@ logger = logging.getLogger("raftgrpc.transport")
 _told_event_engine: list[bool] = []  # the EventEngine setting is logged once per process
 
 
-class _Peer:
-    """Tick-thread state of one peer: the stream SyncObj currently considers connected."""
+class _Partner:
+    """Tick-thread state of one partner node (PySyncObj's word for a peer): the stream SyncObj
+    currently considers connected."""
 
     __slots__ = ("error", "link", "lost_at", "node", "reset", "stream")
 
-    def __init__(self, node: Any, stream: PeerStream | None) -> None:
+    def __init__(self, node: Any, stream: OutboundStream | None) -> None:
         self.node = node
         self.stream = stream
         self.link: Link | None = None
@@ -143,12 +144,12 @@ class GrpcTransport(
         self._self_node = selfNode
         self.node_id: str = selfNode.id if selfNode is not None else ""
         self._members: dict[str, Any] = {}  # id -> Node; read by the servicer (on the loop)
-        self._peers: dict[Any, _Peer] = {}  # members; tick thread only
-        self._readonly: dict[Any, _Peer] = {}  # read-only followers; tick thread only
+        self._peers: dict[Any, _Partner] = {}  # members; tick thread only
+        self._readonly: dict[Any, _Partner] = {}  # read-only followers; tick thread only
         self._inbound: dict[Any, Link] = {}  # peer -> stream whose messages are delivered
-        self._retired: list[PeerStream] = []
+        self._retired: list[OutboundStream] = []
         # Streams established too soon after a disconnect (raftgrpc._protocol.reconnect_hold).
-        self._hold = ReconnectHold[tuple[_Peer, Link]](syncObj.conf.appendEntriesPeriod * 2)
+        self._hold = ReconnectHold[tuple[_Partner, Link]](syncObj.conf.appendEntriesPeriod * 2)
         self._queue_policy = QueueResetPolicy(self._config.queue_max_age_s)
         self._readonly_ids = itertools.count()
         self._encoder = BatchEncoder()
@@ -241,21 +242,21 @@ class GrpcTransport(
                 exc,
                 extra={"event": "peer.no_address", "peer": node.id},
             )
-            unreachable = _Peer(node, None)
+            unreachable = _Partner(node, None)
             unreachable.error = PeerUnreachable(
                 node.id, f"no gRPC address: {exc}", kind=UnreachableKind.NO_ADDRESS
             )
             self._peers[node] = unreachable
             return
-        peer = _Peer(node, None)
-        stream = PeerStream(
+        peer = _Partner(node, None)
+        stream = OutboundStream(
             peer=node,
             target=target,
             new_channel=lambda: self._dial(target),
             hello=hello_bytes(None if self._self_node is None else self.node_id),
             expected_node_id=node.id,
             new_outbox=self._new_outbox,
-            events=PeerEvents(
+            events=OutboundEvents(
                 established=lambda link: self._on_established(peer, link),
                 lost=lambda link: self._on_lost(peer, link),
                 deliver=self.deliver,
@@ -621,7 +622,7 @@ class GrpcTransport(
         else:
             deliver_each(self._onMessageReceived, node, messages)
 
-    def _on_established(self, peer: _Peer, link: Link) -> None:
+    def _on_established(self, peer: _Partner, link: Link) -> None:
         if self._destroyed or self._peers.get(peer.node) is not peer or link.broken:
             return
         if self._self_node is None:
@@ -633,7 +634,7 @@ class GrpcTransport(
         if self._hold.admit((peer, link), peer.lost_at):
             self._report_connected(peer, link)
 
-    def _report_connected(self, peer: _Peer, link: Link) -> None:
+    def _report_connected(self, peer: _Partner, link: Link) -> None:
         if self._destroyed or self._peers.get(peer.node) is not peer or link.broken:
             return
         peer.link = link
@@ -642,7 +643,7 @@ class GrpcTransport(
         with self._tickloop.calling_syncobj():
             self._onNodeConnected(peer.node)
 
-    def _on_lost(self, peer: _Peer, link: Link) -> None:
+    def _on_lost(self, peer: _Partner, link: Link) -> None:
         self._disconnected(peer, link)
 
     def _on_inbound_open(self, link: Link) -> None:
@@ -661,7 +662,7 @@ class GrpcTransport(
         if self._destroyed or link.broken:
             link.break_()
             return
-        peer = _Peer(link.peer, None)
+        peer = _Partner(link.peer, None)
         peer.link = link
         self._readonly[link.peer] = peer
         self._inbound[link.peer] = link
@@ -677,7 +678,7 @@ class GrpcTransport(
         if peer is not None:
             self._disconnected(peer, link)
 
-    def _disconnected(self, peer: _Peer, link: Link) -> None:
+    def _disconnected(self, peer: _Partner, link: Link) -> None:
         """Report the end of ``link`` to SyncObj, once, if it is the peer's current link."""
         if peer.link is not link:
             return

@@ -22,15 +22,15 @@ from raftgrpc._transport.outbox import Outbox
 from raftgrpc._transport.stream_io import Deliver, StreamSetup, outgoing, read_into
 from raftgrpc.v1 import transport_pb2 as pb
 
-__all__ = ["PeerEvents", "PeerStream"]
+__all__ = ["OutboundEvents", "OutboundStream"]
 
 logger = logging.getLogger("raftgrpc.peer")
 
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # what read() returns at a stream's end
 
 
-class PeerEvents:
-    """What a :class:`PeerStream` reports to its transport (on the event loop's thread)."""
+class OutboundEvents:
+    """What an :class:`OutboundStream` reports to its transport (on the event loop's thread)."""
 
     def __init__(
         self, established: Callable[[Link], None], lost: Callable[[Link], None], deliver: Deliver
@@ -40,7 +40,7 @@ class PeerEvents:
         self.deliver = deliver
 
 
-class PeerStream:
+class OutboundStream:
     """Keeps one outbound stream to a peer open, redialling with backoff.
 
     Each successful handshake yields a fresh :class:`~raftgrpc._transport.link.Link` with its own
@@ -61,7 +61,7 @@ class PeerStream:
         hello: bytes,
         expected_node_id: str | None,
         new_outbox: Callable[[], Outbox],
-        events: PeerEvents,
+        events: OutboundEvents,
         backoff: Backoff,
         setup: StreamSetup,
     ) -> None:
