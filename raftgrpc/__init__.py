@@ -25,6 +25,7 @@ from raftgrpc._abilities import (  # noqa: E402
     Redials,
     ReportsPeerErrors,
     ShutsDownGracefully,
+    TracksResends,
 )
 from raftgrpc._builder import TransportBuilder  # noqa: E402
 from raftgrpc._errors import (  # noqa: E402
@@ -42,6 +43,7 @@ from raftgrpc._ops.admin_service import service as admin_service  # noqa: E402
 from raftgrpc._ops.health import service as health_service  # noqa: E402
 from raftgrpc._ops.shutdown import ShutdownReport, graceful_shutdown  # noqa: E402
 from raftgrpc._protocol.address import AddressMap, PortOffset  # noqa: E402
+from raftgrpc._protocol.routing import fallback_unless_refused  # noqa: E402
 from raftgrpc._security.tls import TlsConfig  # noqa: E402
 from raftgrpc._transport.config import TransportConfig  # noqa: E402
 from raftgrpc._transport.grpc_transport import GrpcTransport  # noqa: E402
@@ -72,10 +74,12 @@ __all__ = [
     "ShutdownReport",
     "ShutsDownGracefully",
     "TlsConfig",
+    "TracksResends",
     "TransportBuilder",
     "TransportConfig",
     "UnreachableKind",
     "admin_service",
+    "fallback_unless_refused",
     "graceful_shutdown",
     "health_service",
 ]

@@ -20,6 +20,7 @@ from raftgrpc._errors import status_kind
 from raftgrpc._protocol.routing import (
     Connected,
     Disconnected,
+    EvaluationFailed,
     Event,
     FallbackRefused,
     Heard,
@@ -443,6 +444,28 @@ def test_a_raising_predicate_is_a_refusal_reported_as_such() -> None:
     failures = d.of(PredicateFailed)
     assert failures and all(str(f.error) == "the predicate is broken" for f in failures)
     assert d.up(P) == [Connected(PEER, P)]
+
+
+def test_a_peer_whose_evaluation_fails_costs_the_other_peers_nothing() -> None:
+    """Found in review: one peer's failure (here its primary's error cannot be had) used to
+    throw away the whole tick's events, so SyncObj was never told of another peer's path."""
+
+    class Broken(Drive):
+        def error_of(self, node: Any) -> PeerUnreachable:
+            if node == OTHER:
+                raise RuntimeError("peer_error is broken")
+            return super().error_of(node)
+
+    d = Broken(peers=(OTHER, PEER))
+    d.up(S, OTHER)
+    d.up(S, PEER)
+    d.run(8 * FAST.primary_grace_s)
+    assert d.view(PEER) == [("connected", S)]  # PEER fell back as usual
+    assert d.view(OTHER) == []
+    failures = d.of(EvaluationFailed)
+    assert failures and {f.node for f in failures} == {OTHER}
+    assert all(str(f.error) == "peer_error is broken" for f in failures)
+    assert d.up(P, OTHER) == [Connected(OTHER, P)]  # and it recovers with its primary
 
 
 # -- redials --------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = [
     "Arrival",
     "Connected",
     "Disconnected",
+    "EvaluationFailed",
     "Event",
     "FallbackRefused",
     "Heard",
@@ -70,8 +71,9 @@ def fallback_unless_refused(error: PeerUnreachable) -> bool:
     and the error is logged, so the misconfiguration shows up while the secondary still
     carries the rest of the cluster, not when the secondary is switched off. (A server that
     rejects this node's client certificate closes the connection without saying why; that
-    looks like an unreachable peer and does fall back, with a warning.) Decides on
-    ``error.code`` and ``error.kind`` only.
+    looks like an unreachable peer and does fall back, with a warning; so does an unexpected
+    error of this node while dialling, ``UnreachableKind.INTERNAL``, and an error of no
+    kind.) Decides on ``error.code`` and ``error.kind`` only.
     """
     return error.code not in _REFUSALS and error.kind not in _MISCONFIGURED
 
@@ -167,6 +169,16 @@ class PredicateFailed:
 
 
 @dataclass(frozen=True)
+class EvaluationFailed:
+    """Deciding the path of ``node`` at a tick raised ``error`` (a primary whose
+    ``peer_error`` fails, a bug): that peer keeps its path until the next tick; the other
+    peers' decisions of the same tick stand."""
+
+    node: Any
+    error: Exception
+
+
+@dataclass(frozen=True)
 class RedialPrimary:
     """The secondary just reached ``node`` and the primary has not: have it dial now."""
 
@@ -181,7 +193,13 @@ class RedialSecondary:
 
 
 Event = (
-    Connected | Disconnected | FallbackRefused | PredicateFailed | RedialPrimary | RedialSecondary
+    Connected
+    | Disconnected
+    | EvaluationFailed
+    | FallbackRefused
+    | PredicateFailed
+    | RedialPrimary
+    | RedialSecondary
 )
 
 
@@ -330,7 +348,7 @@ class Router:
         if path == Path.SECONDARY and not route.connected[Path.PRIMARY]:
             # The peer is up: have the primary try it now, not when its backoff ends.
             events.append(RedialPrimary(node))
-        self._evaluate(route, now, None, events)
+        self._evaluate_one(route, now, None, events)
         return events
 
     def path_down(self, node: Any, path: Path, now: float) -> list[Event]:
@@ -348,7 +366,7 @@ class Router:
                 # primary would otherwise cost a disconnect every upgrade_after_s).
                 route.upgrade_after = min(route.upgrade_after * 2, _MAX_UPGRADE_AFTER_S)
             self._leave(route, now, f"{path.label} lost", events)
-        self._evaluate(route, now, None, events)
+        self._evaluate_one(route, now, None, events)
         return events
 
     def tick(self, now: float) -> list[Event]:
@@ -365,7 +383,7 @@ class Router:
             if stranded:
                 events.append(RedialSecondary(stranded))
         for route in list(self._routes.values()):
-            self._evaluate(route, now, previous, events)
+            self._evaluate_one(route, now, previous, events)
         return events
 
     def send_path(self, node: Any, message: dict[str, Any], now: float) -> Path | None:
@@ -412,6 +430,17 @@ class Router:
         return Arrival(Heard.DELIVER, switched)
 
     # -- the decision -----------------------------------------------------------------------
+
+    def _evaluate_one(
+        self, route: _Route, now: float, previous: float | None, events: list[Event]
+    ) -> None:
+        """:meth:`_evaluate`, its failure an event: one peer's failure (a primary whose
+        ``peer_error`` fails, a bug) must not cost the other peers their decisions, nor
+        SyncObj the events already decided."""
+        try:
+            self._evaluate(route, now, previous, events)
+        except Exception as exc:
+            events.append(EvaluationFailed(route.node, exc))
 
     def _evaluate(
         self, route: _Route, now: float, previous_tick: float | None, events: list[Event]

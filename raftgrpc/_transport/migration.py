@@ -57,6 +57,7 @@ from raftgrpc._protocol.address import split_host_port
 from raftgrpc._protocol.routing import (
     Connected,
     Disconnected,
+    EvaluationFailed,
     Event,
     FallbackRefused,
     Heard,
@@ -69,7 +70,7 @@ from raftgrpc._protocol.routing import (
     expected_fallback,
     fallback_unless_refused,
 )
-from raftgrpc._pysyncobj import drop_callbacks, forget_connect_attempts, guarded
+from raftgrpc._pysyncobj import drop_callbacks, forget_connect_attempts, guarded, utility_callbacks
 
 __all__ = [
     "PRIMARY",
@@ -316,7 +317,7 @@ class MigrationTransport(
         transport.setOnReadonlyNodeDisconnectedCallback(
             lambda node: self._readonly_gone(path, node)
         )
-        for name, callback in self._onUtilityMessageCallbacks.items():
+        for name, callback in utility_callbacks(self).items():
             transport.setOnUtilityMessageCallback(name, callback)
 
     def _path_up(self, path: Path, node: Any) -> None:
@@ -424,6 +425,14 @@ class MigrationTransport(
                 event.error,
                 extra={"event": "migration.fallback_refused", "peer": event.node.id},
             )
+        elif isinstance(event, EvaluationFailed):
+            self._log_limited(
+                f"evaluate:{event.node.id}",
+                logging.ERROR,
+                "raftgrpc: error while choosing a path for %s (%r); it keeps its path",
+                event.node.id,
+                event.error,
+            )
         elif isinstance(event, PredicateFailed):
             self._log_limited(
                 f"predicate:{event.node.id}",
@@ -488,7 +497,13 @@ class MigrationTransport(
                 logger.exception("raftgrpc: peer_error failed")
             else:
                 if isinstance(error, PeerUnreachable):
-                    return error
+                    if error.failed_at is None or isinstance(error.failed_at, int | float):
+                        return error
+                    # The router compares failed_at with its clock: keep the error, not
+                    # a time it cannot use.
+                    return PeerUnreachable(
+                        error.node_id, error.reason, error.code, None, kind=error.kind
+                    )
         return PeerUnreachable(node.id, "not connected")
 
     def _check_ports(self, self_node: Any | None) -> None:

@@ -45,7 +45,7 @@ from typing import Any
 from pysyncobj.node import Node
 from pysyncobj.transport import Transport, TransportNotReadyError
 
-from raftgrpc._pysyncobj import drop_callbacks
+from raftgrpc._pysyncobj import drop_callbacks, poller_of
 
 __all__ = ["InMemoryTransport", "MemoryNetwork"]
 
@@ -192,7 +192,8 @@ class InMemoryTransport(Transport):  # type: ignore[misc]  # pysyncobj is untype
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._poller = syncObj._poller  # the one PySyncObj internal this transport needs
+        self._syncobj = syncObj
+        self._poller = poller_of(syncObj)  # the one PySyncObj internal this transport needs
         self._poller.subscribe(self._wake_r.fileno(), self._on_wake, _POLL_READ)
         for node in otherNodes:
             self.addNode(node)
@@ -261,6 +262,7 @@ class InMemoryTransport(Transport):  # type: ignore[misc]  # pysyncobj is untype
         if self._destroyed:
             return
         drop_callbacks(self)
+        self._syncobj.removeOnTickCallback(self._on_tick)
         with self._network._lock:
             self._destroyed = True
             self._network._leave(self)

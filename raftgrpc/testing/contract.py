@@ -14,7 +14,8 @@ Where transports truly differ the difference is declared once, as a capability o
 PySyncObj's early 'finish' chunk labels?), and never found out by the test from the class it
 runs on.
 
-Run it over your transport (pytest required) by giving the suite a ``transport_kind``
+Run it over your transport (``pip install raft-grpc-transport[testing]``: pytest,
+pytest-timeout and psutil) by giving the suite a ``transport_kind``
 fixture and subclassing :class:`TransportContract` in a test module::
 
     import pytest
