@@ -49,6 +49,7 @@ from raftgrpc._transport.config import TransportConfig  # noqa: E402
 from raftgrpc._transport.grpc_transport import GrpcTransport  # noqa: E402
 from raftgrpc._transport.middleware import Middleware  # noqa: E402
 from raftgrpc._transport.migration import MigrationConfig, MigrationTransport  # noqa: E402
+from raftgrpc._transport.services import NodeContext, NodeService, ServiceFactory  # noqa: E402
 
 __all__ = [
     "AddressMap",
@@ -66,11 +67,14 @@ __all__ = [
     "Middleware",
     "MigrationConfig",
     "MigrationTransport",
+    "NodeContext",
+    "NodeService",
     "PeerUnreachable",
     "PortOffset",
     "RaftGrpcError",
     "Redials",
     "ReportsPeerErrors",
+    "ServiceFactory",
     "ShutdownReport",
     "ShutsDownGracefully",
     "TlsConfig",
