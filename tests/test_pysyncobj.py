@@ -54,6 +54,9 @@ def test_the_private_state_reads_what_a_real_syncobj_holds(lone_leader: SyncObj)
     assert isinstance(_pysyncobj.election_deadline(lone_leader), float)
     assert isinstance(_pysyncobj.transport_of(lone_leader), TCPTransport)
     assert _pysyncobj.tick_thread_of(lone_leader) is None  # autoTick off: no thread of its own
+    assert callable(_pysyncobj.poller_of(lone_leader).subscribe)
+    callbacks = _pysyncobj.utility_callbacks(_pysyncobj.transport_of(lone_leader))
+    assert {"status", "add", "remove", "set_version"} <= set(callbacks)
 
 
 def test_a_tcp_transport_forgets_its_connect_attempts() -> None:
