@@ -22,9 +22,8 @@ from raftgrpc import ConfigError, GrpcTransport, TransportBuilder
 from raftgrpc._ops import admin_service as admin
 from raftgrpc._ops import cli
 from raftgrpc._ops.admin_client import GrpcUtility, GrpcUtilityException
-from raftgrpc._transport.inbound import STREAM_METHOD
-from raftgrpc._transport.link import PROTOCOL_VERSION
 from raftgrpc.interceptors import auth
+from raftgrpc.testing import PROTOCOL_VERSION, STREAM_METHOD
 from raftgrpc.v1 import admin_pb2 as apb
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.helpers import free_port, wait_until

@@ -17,8 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from raftgrpc import GrpcTransport, Middleware, TransportBuilder, TransportConfig
 from raftgrpc._ops import health
-from raftgrpc._transport.inbound import STREAM_METHOD
-from raftgrpc._transport.link import PROTOCOL_VERSION
+from raftgrpc.testing import PROTOCOL_VERSION, STREAM_METHOD
 from raftgrpc.v1 import transport_pb2 as pb
 from tests.helpers import auth_files, free_port, wait_until
 from tests.host import Host

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from raftgrpc._security.tls import (
 )
 from raftgrpc.interceptors.identity import identity_interceptor
 from raftgrpc.testing._ca import CertFiles
+from raftgrpc.testing._ports import HAS_IPV6
 from tests.certs import CA, make_ca, node_cert, tls_config
 
 pytestmark = pytest.mark.timeout(30)
@@ -146,15 +146,6 @@ def ca(tmp_path: Path) -> CA:
 @pytest.fixture
 def other_ca(tmp_path: Path) -> CA:
     return make_ca(tmp_path, "other-ca")
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 # --- TLS --------------------------------------------------------------------------------------
@@ -337,7 +328,7 @@ def test_identity_of_failure_is_invalid_argument(ca: CA) -> None:
     assert rec.received == []
 
 
-@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
 def test_identity_with_ipv6_node_ids(ca: CA) -> None:
     client_cfg = tls_config(node_cert(ca, "::1:3333"))  # PySyncObj's unbracketed form
     with mtls_server(ca, "[::1]:1111", host="::1") as (target, recorder):

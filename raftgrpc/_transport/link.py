@@ -11,13 +11,10 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from raftgrpc._protocol.handshake import PROTOCOL_VERSION
 from raftgrpc._protocol.resend import ResendFilter
 from raftgrpc._transport.outbox import Outbox
 
-# PROTOCOL_VERSION stays importable from here for the examples and tests that still do
-# (raftgrpc.testing.PROTOCOL_VERSION is its public name).
-__all__ = ["PROTOCOL_VERSION", "Link"]
+__all__ = ["Link"]
 
 _ids = itertools.count(1)
 

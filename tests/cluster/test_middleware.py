@@ -14,9 +14,8 @@ import pytest
 
 from raftgrpc._protocol import codec
 from raftgrpc._protocol.address import grpc_target
-from raftgrpc._transport.inbound import STREAM_METHOD
-from raftgrpc._transport.link import PROTOCOL_VERSION
 from raftgrpc.interceptors import auth
+from raftgrpc.testing import PROTOCOL_VERSION, STREAM_METHOD
 from raftgrpc.testing._processes import fullstack
 from raftgrpc.testing._processes.harness import Cluster
 from raftgrpc.v1 import transport_pb2 as pb
