@@ -44,16 +44,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import grpc
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 
 from raftgrpc._errors import ConfigError
 from raftgrpc._protocol.address import join_host_port, split_host_port
 from raftgrpc._security._filestamp import FileStamp, stamp
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = [
     "NODE_URI_SCHEME",
@@ -122,6 +122,8 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _certificates(data: bytes, path: Path, what: str) -> list[x509.Certificate]:
+    from cryptography import x509  # when certificates are loaded: not at import raftgrpc
+
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -133,6 +135,9 @@ def _certificates(data: bytes, path: Path, what: str) -> list[x509.Certificate]:
 
 def _load(cfg: TlsConfig) -> _Material:
     """Read and check the three files; ConfigError (without key material) if they are bad."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     cert_path, key_path, ca_path = Path(cfg.cert_file), Path(cfg.key_file), Path(cfg.ca_file)
     chain = _read(cert_path, "certificate")
     key_pem = _read(key_path, "key")
