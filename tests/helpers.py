@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from raftgrpc.testing import KV, LocalCluster, free_port, free_ports, wait_until
+from raftgrpc.testing.contract import _process_wide as grpc_poller
 
 __all__ = [
     "BEAT",
@@ -41,17 +42,13 @@ def grpc_owned(thread: threading.Thread) -> bool:
     transport: its C-core threads (listed as threading._DummyThread once they call into
     Python: TLS reloads, call-credential callbacks) and grpc.aio's completion-queue poller,
     which gRPC starts at the first grpc.aio object of the process and keeps."""
-    return isinstance(thread, threading._DummyThread) or thread.name.endswith("(_poll_wrapper)")
+    return isinstance(thread, threading._DummyThread) or grpc_poller(thread)
 
 
 def thread_ids() -> set[int]:
     """The idents of this process's threads but grpc.aio's completion-queue poller (one per
     process, started by the first grpc.aio object and kept by gRPC)."""
-    return {
-        t.ident
-        for t in threading.enumerate()
-        if not t.name.endswith("(_poll_wrapper)") and t.ident is not None
-    }
+    return {t.ident for t in threading.enumerate() if not grpc_poller(t) and t.ident is not None}
 
 
 def auth_files(directory: Path) -> tuple[Any, Callable[[str], Any]]:
