@@ -29,6 +29,7 @@ __all__ = [
     "NOT_LEADER",
     "RAFT_STATE_NAMES",
     "SUCCESS",
+    "destroy_here",
     "drop_callbacks",
     "election_deadline",
     "forget_connect_attempts",
@@ -100,6 +101,12 @@ def tick_thread_of(syncobj: Any) -> threading.Thread | None:
     """The SyncObj's own tick thread (``SyncObj.__thread``; None with ``autoTick`` off)."""
     thread = getattr(syncobj, "_SyncObj__thread", None)
     return thread if isinstance(thread, threading.Thread) else None
+
+
+def destroy_here(syncobj: Any) -> None:
+    """Destroy the SyncObj on the calling thread (``SyncObj._doDestroy``): for a node whose
+    tick thread has ended without destroying it (``destroy()`` only asks that thread)."""
+    syncobj._doDestroy()
 
 
 # -- the tick thread ---------------------------------------------------------------------

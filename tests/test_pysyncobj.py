@@ -13,6 +13,7 @@ from pysyncobj.config import FAIL_REASON
 from pysyncobj.transport import TCPTransport
 
 from raftgrpc import _pysyncobj
+from raftgrpc.testing.contract import bindable
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.timeout(30)
@@ -73,6 +74,15 @@ def test_a_tcp_transport_forgets_its_connect_attempts() -> None:
         assert not _pysyncobj.forget_connect_attempts(object(), [])
     finally:
         node.destroy()
+
+
+def test_destroy_here_destroys_on_the_calling_thread() -> None:
+    port = free_port()
+    node = SyncObj(f"127.0.0.1:{port}", [], conf=SyncObjConf(autoTick=False))
+    node.doTick(0.01)  # binds the port
+    assert not bindable(port)
+    _pysyncobj.destroy_here(node)
+    assert bindable(port)  # its transport let go of the port
 
 
 def test_missing_private_fields_read_as_unknown_not_as_an_error() -> None:

@@ -17,8 +17,8 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException, replicated
-from pysyncobj.syncobj import _RAFT_STATE
 
+from raftgrpc._pysyncobj import FOLLOWER, LEADER, destroy_here, tick_thread_of
 from raftgrpc.testing._waiting import wait_until
 
 __all__ = [
@@ -138,7 +138,7 @@ def agreed_leader(nodes: list[KV]) -> KV | None:
         return None
     (leader_id,) = ids
     leader = next((n for n in nodes if n.selfNode is not None and n.name == leader_id), None)
-    if leader is None or status(leader)["state"] != _RAFT_STATE.LEADER:
+    if leader is None or status(leader)["state"] != LEADER:
         return None
     return leader
 
@@ -162,7 +162,7 @@ def wait_leader(nodes: list[KV], timeout: float = ELECTION_S) -> KV:
     leader = _wait(lambda: agreed_leader(nodes), timeout, describe_nodes(nodes))
     assert leader is not None  # wait_until returns only a truthy value
     others = [n for n in nodes if n is not leader and n.selfNode is not None]
-    assert all(status(n)["state"] == _RAFT_STATE.FOLLOWER for n in others), describe_nodes(nodes)()
+    assert all(status(n)["state"] == FOLLOWER for n in others), describe_nodes(nodes)()
     return leader
 
 
@@ -315,11 +315,12 @@ class LocalCluster:
                 ticker.stopping.set()
                 threads.append((node, ticker))
                 continue
-            thread = node._SyncObj__thread
+            thread = tick_thread_of(node)
+            assert thread is not None  # autoTick: manually ticked nodes have a ticker
             if not thread.is_alive():
                 # The tick thread gave up (a bind failure) without destroying the node, and
                 # destroy() only asks that thread to do it: release the transport here.
-                node._doDestroy()
+                destroy_here(node)
                 continue
             node.destroy()
             threads.append((node, thread))

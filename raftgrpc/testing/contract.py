@@ -50,10 +50,10 @@ import grpc
 import psutil  # type: ignore[import-untyped]
 import pytest
 from pysyncobj import FAIL_REASON, SyncObjException
-from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.transport import TCPTransport
 
 from raftgrpc import GrpcTransport, MigrationTransport, TransportConfig
+from raftgrpc._pysyncobj import FOLLOWER, transport_of
 from raftgrpc.testing._cluster import (
     COMMIT_S,
     ELECTION_S,
@@ -683,7 +683,7 @@ class TransportContract:
         wait_replicated([*nodes, reader], expected)
         st = status(reader)
         assert st["self"] is None
-        assert st["state"] == _RAFT_STATE.FOLLOWER
+        assert st["state"] == FOLLOWER
         assert st["leader"] is not None and st["leader"].id == leader.name
         assert st["partner_nodes_count"] == 3
         assert all(v == 2 for k, v in st.items() if k.startswith("partner_node_status_server_"))
@@ -746,11 +746,11 @@ class TransportContract:
         with pytest.raises(SyncObjException) as excinfo:
             intruder.waitBinded()
         assert excinfo.value.errorCode == "BindError"
-        transport = intruder._SyncObj__transport
+        transport = transport_of(intruder)
         assert not transport.ready
         if transport_kind.reports_bound_port:
             assert transport.bound_port is None
-            assert nodes[0]._SyncObj__transport.bound_port == port
+            assert transport_of(nodes[0]).bound_port == port
         # No SO_REUSEPORT sharing: still the first node's listener only.
         assert len(listening_sockets(port)) == listeners
 
@@ -862,7 +862,7 @@ class TransportContract:
             retry_on=(Exception,),
         )
         assert new_leader is target
-        assert status(leader)["state"] == _RAFT_STATE.FOLLOWER
+        assert status(leader)["state"] == FOLLOWER
         assert status(target)["raft_term"] > term_before
         put(leader, "after", 2)
         wait_replicated(nodes, {"before": 1, "after": 2})

@@ -38,6 +38,8 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import SyncObjException
 
+from raftgrpc._pysyncobj import is_leader, transport_of
+
 EXIT_PORT_IN_USE = 3
 EXIT_ORPHANED = 4
 
@@ -210,7 +212,7 @@ class Node:
 
     @property
     def transport(self) -> Any:
-        return getattr(self.obj, "_SyncObj__transport", None)
+        return transport_of(self.obj)
 
     def status(self) -> dict[str, Any]:
         for _ in range(20):
@@ -224,7 +226,7 @@ class Node:
             raise RuntimeError("getStatus kept racing with the tick thread")
         out = jsonable(st)
         out["partners"] = partners
-        out["is_leader"] = bool(self.obj._isLeader())
+        out["is_leader"] = is_leader(self.obj)
         out["applied_cmds"] = self.kv.applied
         out["snapshots_loaded"] = self.kv.snapshots_loaded
         out["keys"] = len(self.kv.data)
